@@ -1,0 +1,35 @@
+"""The reference hub: the aiohttp edge, bus adapters, tokens and metrics around
+``hub.core``."""
+
+from ._bus import Bus, MemoryBus, MemorySubscription, Subscription, SubscriptionClosed
+from ._config import Settings, load_catalog, settings_from_env
+from ._metrics import LatencyHistogram
+from ._publisher import EventPublisher, new_event_id, now_iso
+from ._serve import ServeOptions, open_bus, serve, start_replicas
+from ._server import Replica, ReplicaState
+from ._tokens import Claims, TokenVerifier, issue_token, parse_duration
+
+__all__ = [
+    "Bus",
+    "Claims",
+    "EventPublisher",
+    "LatencyHistogram",
+    "MemoryBus",
+    "MemorySubscription",
+    "Replica",
+    "ReplicaState",
+    "ServeOptions",
+    "Settings",
+    "Subscription",
+    "SubscriptionClosed",
+    "TokenVerifier",
+    "issue_token",
+    "load_catalog",
+    "new_event_id",
+    "now_iso",
+    "open_bus",
+    "parse_duration",
+    "serve",
+    "settings_from_env",
+    "start_replicas",
+]

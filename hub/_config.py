@@ -1,0 +1,114 @@
+"""Settings: environment variables, overridden by ``serve`` flags."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .core import Catalog, CatalogError, ConfigError, CoreSettings, parse_catalog
+
+ENV_PREFIX = "RCM_REALTIME_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    jwt_secret: str | None = None
+    jwt_public_key_path: str | None = None
+    metrics_bearer: str | None = None
+    batch_quiet_window_ms: int = 5000
+    queue_size: int = 256
+    evict_after_s: float = 30.0
+    heartbeat_s: float = 15.0
+    bus: str = "memory"
+    catalog_path: str | None = None
+    replica_id: str | None = None
+    retry_ms: int = 3000
+    shutdown_grace_s: float = 3.0
+
+    def core_settings(self) -> CoreSettings:
+        return CoreSettings(
+            queue_size=self.queue_size,
+            evict_after_s=self.evict_after_s,
+            quiet_window_s=self.batch_quiet_window_ms / 1000,
+            retry_ms=self.retry_ms,
+        )
+
+    def replica_name(self, host: str, port: int) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{port}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every ``RCM_REALTIME_*`` variable; a bad value names its variable."""
+    env = os.environ if environ is None else environ
+
+    def text(name: str) -> str | None:
+        value = env.get(ENV_PREFIX + name)
+        return value if value else None
+
+    def number(name: str, default: float, *, integer: bool) -> Any:
+        raw = text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if integer else "a number"
+            raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not {kind}") from None
+        if value <= 0:
+            raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must be above zero")
+        return value
+
+    return Settings(
+        jwt_secret=text("JWT_SECRET"),
+        jwt_public_key_path=text("JWT_PUBLIC_KEY"),
+        metrics_bearer=text("METRICS_BEARER"),
+        batch_quiet_window_ms=number("BATCH_QUIET_WINDOW_MS", 5000, integer=True),
+        queue_size=number("QUEUE_SIZE", 256, integer=True),
+        evict_after_s=number("EVICT_AFTER_S", 30.0, integer=False),
+        heartbeat_s=number("HEARTBEAT_S", 15.0, integer=False),
+        bus=text("BUS") or "memory",
+        catalog_path=text("CATALOG"),
+        replica_id=text("REPLICA_ID"),
+    )
+
+
+REPLICA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_replica_id(replica_id: str) -> str:
+    if not REPLICA_ID_PATTERN.match(replica_id):
+        raise ConfigError(
+            f"replica id {replica_id!r} must be letters, digits, '.', '_' or '-' "
+            "(at most 100), since it names the bus subscription"
+        )
+    return replica_id
+
+
+SHIPPED_CATALOG = Path(__file__).with_name("catalog.toml")
+
+
+def shipped_catalog_text() -> str:
+    return SHIPPED_CATALOG.read_text("utf-8")
+
+
+def load_catalog(path: str | None = None) -> Catalog:
+    """The catalog at ``path``, or the shipped one; errors name the file."""
+    if path is None:
+        return parse_catalog(shipped_catalog_text(), source="hub/catalog.toml")
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as error:
+        raise CatalogError(
+            f"cannot read the catalog ({error.strerror})", source=path
+        ) from error
+    except UnicodeDecodeError as error:
+        raise CatalogError("the catalog is not UTF-8 text", source=path) from error
+    return parse_catalog(text, source=path)

@@ -1,0 +1,162 @@
+"""The ``rcm-realtime`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from ._config import load_catalog, settings_from_env
+from ._logging import configure_logging
+from ._serve import ServeOptions, serve
+from ._tokens import issue_token, parse_duration
+from .core import ConfigError, RealtimeError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
+    return value
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("serve", help="run the reference hub")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=8080)
+    parser.add_argument("--replicas", type=_positive_int, default=1)
+    parser.add_argument("--bus", help="'memory' or an amqp:// URL")
+    parser.add_argument("--replica-id", help="this replica's name (bus subscription)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="random key, ready-made tokens on stdout, in-process bus",
+    )
+    parser.add_argument("--catalog", help="path of the event catalog TOML")
+    parser.add_argument("--queue-size", type=_positive_int)
+    parser.add_argument("--evict-after-s", type=float)
+    parser.add_argument("--heartbeat-s", type=float)
+    parser.add_argument("--batch-quiet-window-ms", type=_positive_int)
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    configure_logging()
+    settings = settings_from_env().with_overrides(
+        bus=args.bus,
+        replica_id=args.replica_id,
+        catalog_path=args.catalog,
+        queue_size=args.queue_size,
+        evict_after_s=args.evict_after_s,
+        heartbeat_s=args.heartbeat_s,
+        batch_quiet_window_ms=args.batch_quiet_window_ms,
+    )
+    for name in ("evict_after_s", "heartbeat_s"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be above zero")
+    options = ServeOptions(
+        host=args.host, port=args.port, replicas=args.replicas, dev=args.dev
+    )
+    return asyncio.run(serve(settings, options))
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "token", help="print a signed JWT (key from RCM_REALTIME_JWT_SECRET)"
+    )
+    parser.add_argument("--tenant", help="tenant slug (tenant_id claim)")
+    parser.add_argument("--scopes", type=_comma_list, default=[])
+    parser.add_argument(
+        "--roles",
+        type=_comma_list,
+        default=[],
+        help="roles; each also seeds its scopes from the catalog's role table",
+    )
+    parser.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d")
+    parser.add_argument("--sub", help="the user (sub claim)")
+    parser.add_argument("--secret", help="HS256 key (default: RCM_REALTIME_JWT_SECRET)")
+    parser.add_argument("--catalog", help="catalog whose role table seeds scopes")
+    parser.set_defaults(run=_run_token)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    settings = settings_from_env()
+    secret = args.secret or settings.jwt_secret
+    if not secret:
+        raise ConfigError(
+            "no signing key: set RCM_REALTIME_JWT_SECRET or pass --secret"
+        )
+    catalog = load_catalog(args.catalog or settings.catalog_path)
+    unknown = [role for role in args.roles if role not in catalog.roles]
+    scopes = set(args.scopes) | catalog.scopes_for_roles(args.roles)
+    if unknown and not {"PLATFORM_ADMIN"}.issuperset(unknown):
+        print(
+            f"note: roles {unknown} are not in the catalog's role table and seed "
+            "no scopes",
+            file=sys.stderr,
+        )
+    print(
+        issue_token(
+            secret=secret,
+            tenant_id=args.tenant,
+            scopes=scopes,
+            roles=args.roles,
+            ttl_s=parse_duration(args.ttl),
+            subject=args.sub,
+        )
+    )
+    return 0
+
+
+# Each command module adds its parser here; the list is the CLI's table of contents.
+REGISTRARS: list[
+    Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
+] = [
+    _add_serve,
+    _add_token,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rcm-realtime",
+        description="Reference hub, simulator and tools for the realtime SSE feed.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except RealtimeError as error:
+        print(f"rcm-realtime {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
