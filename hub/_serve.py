@@ -33,9 +33,7 @@ def open_bus(url: str) -> Bus:
     if url == "memory":
         return MemoryBus()
     if url.startswith(("amqp://", "amqps://")):
-        from ._rabbitmq import RabbitBus
-
-        return RabbitBus(url)
+        raise ConfigError("the RabbitMQ bus is not available in this build")
     raise ConfigError(f"bus {url!r} is neither 'memory' nor an amqp:// URL")
 
 

@@ -131,7 +131,7 @@ class Replica:
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._writers: dict[str, asyncio.BaseTransport | None] = {}
+        self._writers: dict[str, asyncio.Transport | None] = {}
         self._all_gone = asyncio.Event()
         self._all_gone.set()
         self._tick_now = asyncio.Event()
@@ -236,7 +236,6 @@ class Replica:
         )
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app["replica"] = self
         return app
 
     def _claims(self, request: web.Request, *, allow_query: bool = False) -> Claims:
@@ -321,7 +320,7 @@ class Replica:
         self,
         response: web.StreamResponse,
         subscriber: Subscriber,
-        transport: asyncio.BaseTransport | None,
+        transport: asyncio.Transport | None,
     ) -> None:
         woken = asyncio.Event()
         loop = asyncio.get_running_loop()
