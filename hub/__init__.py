@@ -1,7 +1,15 @@
 """The reference hub: the aiohttp edge, bus adapters, tokens and metrics around
 ``hub.core``."""
 
-from ._bus import Bus, MemoryBus, MemorySubscription, Subscription, SubscriptionClosed
+from ._bus import (
+    Bus,
+    FaultBoard,
+    MemoryBus,
+    MemorySubscription,
+    QueuedSubscription,
+    Subscription,
+    SubscriptionClosed,
+)
 from ._config import Settings, load_catalog, settings_from_env
 from ._metrics import LatencyHistogram
 from ._publisher import EventPublisher, new_event_id, now_iso
@@ -13,9 +21,11 @@ __all__ = [
     "Bus",
     "Claims",
     "EventPublisher",
+    "FaultBoard",
     "LatencyHistogram",
     "MemoryBus",
     "MemorySubscription",
+    "QueuedSubscription",
     "Replica",
     "ReplicaState",
     "ServeOptions",

@@ -28,11 +28,22 @@ from ._envelope import (
     parse_timestamp,
 )
 from ._errors import (
+    BusUnavailable,
     CatalogError,
     ConfigError,
     EnvelopeError,
     RealtimeError,
     TokenError,
+)
+from ._faults import (
+    NO_FAULTS,
+    FaultInjector,
+    FaultKind,
+    Faults,
+    FaultStatistics,
+    Latency,
+    LatencySampler,
+    LatencyShape,
 )
 from ._frames import (
     PING_FRAME,
@@ -60,11 +71,13 @@ from ._hub import (
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "NO_FAULTS",
     "PING_FRAME",
     "SEVERITIES",
     "TENANT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
+    "BusUnavailable",
     "Catalog",
     "CatalogError",
     "CatalogRow",
@@ -76,8 +89,15 @@ __all__ = [
     "EncodedEvent",
     "Envelope",
     "EnvelopeError",
+    "FaultInjector",
+    "FaultKind",
+    "FaultStatistics",
+    "Faults",
     "HubCore",
     "HubStatistics",
+    "Latency",
+    "LatencySampler",
+    "LatencyShape",
     "OpenBucket",
     "Principal",
     "RealtimeError",

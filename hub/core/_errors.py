@@ -4,7 +4,8 @@
     ├── CatalogError      a catalog file or row is invalid (names file, row, field)
     ├── EnvelopeError     an ingested envelope is invalid (names member and field)
     ├── TokenError        a bearer token is missing, forged, expired or unusable
-    └── ConfigError       a setting or flag has a value the hub cannot use
+    ├── ConfigError       a setting or flag has a value the hub cannot use
+    └── BusUnavailable    the bus cannot take messages now (broker unreachable)
 
 Foreign errors (TOML, JSON, JWT, OS) are translated into these at the one place that
 meets them and raised ``from`` the original.
@@ -66,3 +67,8 @@ class TokenError(RealtimeError):
 
 class ConfigError(RealtimeError):
     """A setting cannot be used; the message names the variable or flag."""
+
+
+class BusUnavailable(RealtimeError):
+    """The bus cannot take messages now; the message says why. Transient: the bus
+    reconnects by itself, and the caller may retry with the same event ids."""
