@@ -92,6 +92,15 @@ class QueuedSubscription:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def down_reason(self) -> str | None:
+        """Why the subscription is not live, or None while it is."""
+        if self._closed:
+            return "closed"
+        if self.injector.faults.cut:
+            return "cut off from the topic by a fault"
+        return None
+
     def backlog(self) -> int:
         return len(self._queue)
 

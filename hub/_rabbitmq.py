@@ -150,6 +150,16 @@ class RabbitSubscription(QueuedSubscription):
     def live(self) -> bool:
         return super().live and self._underlay is not None
 
+    @property
+    def attached(self) -> bool:
+        return self._underlay is not None
+
+    @property
+    def down_reason(self) -> str | None:
+        if self._underlay is None and not self._closed:
+            return f"RabbitMQ: {self._bus.down_reason}"
+        return super().down_reason
+
     def backlog(self) -> int:
         """The broker's count of ready messages (refreshed in the background) plus
         those delivered here and not yet dispatched."""
@@ -318,6 +328,7 @@ class RabbitBus(FaultBoard):
         self.where = safe_url(parsed)
         self.catalog = catalog
         self.connects = 0
+        self.attempts = 0
         self._subscriptions: dict[str, RabbitSubscription] = {}
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -327,7 +338,8 @@ class RabbitBus(FaultBoard):
         self._lost: asyncio.Future[str] | None = None
         self._attach_lock = asyncio.Lock()
         self._down_since: float | None = None
-        self._logged_reason: str | None = None
+        self._reason: str | None = None
+        self._permanent_logged: str | None = None
         self._closing = False
         self._jitter = random.Random()
 
@@ -338,7 +350,7 @@ class RabbitBus(FaultBoard):
     @property
     def down_reason(self) -> str | None:
         """Why the bus is not connected, or None while it is."""
-        return None if self.connected else (self._logged_reason or "connecting")
+        return None if self.connected else (self._reason or "connecting")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -376,6 +388,7 @@ class RabbitBus(FaultBoard):
     async def _supervise(self) -> None:
         failures = 0
         while not self._closing:
+            self.attempts += 1
             try:
                 await self._connect()
             except asyncio.CancelledError:
@@ -388,7 +401,7 @@ class RabbitBus(FaultBoard):
                         return
                 delay = self._backoff(failures)
                 failures += 1
-                self._went_down(describe(error), delay)
+                self._went_down(describe(error), delay, permanent_reason(error))
                 await asyncio.sleep(delay)
                 continue
             failures = 0
@@ -460,12 +473,14 @@ class RabbitBus(FaultBoard):
     def _replicas(self) -> str:
         return ",".join(sorted(self._subscriptions)) or "-"
 
-    def _went_down(self, reason: str, retry_in_s: float) -> None:
+    def _went_down(
+        self, reason: str, retry_in_s: float, permanent: str | None = None
+    ) -> None:
+        self._reason = reason
         if self._down_since is None:
+            # One WARNING per outage, with its cause; the attempts that follow
+            # are DEBUG, unless one fails for a reason that will not pass alone.
             self._down_since = time.monotonic()
-        if reason != self._logged_reason:
-            # One line per outage and cause, not one per attempt.
-            self._logged_reason = reason
             log_event(
                 logging.WARNING,
                 "bus_disconnected",
@@ -474,8 +489,17 @@ class RabbitBus(FaultBoard):
                 reason=reason,
                 retry_in_s=round(retry_in_s, 2),
             )
+        elif permanent is not None and permanent != self._permanent_logged:
+            self._permanent_logged = permanent
+            log_event(
+                logging.ERROR,
+                "bus_reconnect_refused",
+                replica=self._replicas(),
+                broker=self.where,
+                reason=permanent,
+            )
         else:
-            log.debug("reconnect to %s failed again: %s", self.where, reason)
+            log.debug("reconnecting to %s failed again: %s", self.where, reason)
 
     def _came_up(self) -> None:
         self.connects += 1
@@ -490,7 +514,8 @@ class RabbitBus(FaultBoard):
         else:
             log_event(logging.INFO, "bus_connected", **fields)
         self._down_since = None
-        self._logged_reason = None
+        self._reason = None
+        self._permanent_logged = None
 
     # -- topic and subscriptions -----------------------------------------------------
 
@@ -534,16 +559,27 @@ class RabbitBus(FaultBoard):
             ) from failures[0]
 
     async def subscribe(self, replica_id: str) -> RabbitSubscription:
-        await self.start()
         existing = self._subscriptions.get(replica_id)
         if existing is not None and not existing.closed:
             raise ValueError(f"replica {replica_id!r} already has a live subscription")
         subscription = RabbitSubscription(self, replica_id, self.injector(replica_id))
+        # Registered first: a connection made from here on attaches it.
         self._subscriptions[replica_id] = subscription
         self._track(subscription)
+        try:
+            await self.start()
+        except ConfigError:
+            del self._subscriptions[replica_id]
+            await subscription.close()
+            raise
         async with self._attach_lock:
             connection, lost = self._connection, self._lost
-            if connection is None or lost is None or lost.done():
+            if (
+                connection is None
+                or lost is None
+                or lost.done()
+                or subscription.attached
+            ):
                 return subscription
             try:
                 await subscription._attach(

@@ -100,11 +100,14 @@ async def json_errors(
     except TokenError as error:
         return json_error(error.status, str(error), error.code)
     except BusUnavailable as error:
+        # The bus logs the outage and its cause once; this is one refused request.
         log_event(
-            logging.WARNING,
-            "request_failed_bus_unavailable",
+            logging.INFO,
+            "request_refused",
+            method=request.method,
             path=request.path,
-            reason=str(error),
+            status=503,
+            code="bus_unavailable",
         )
         return json_error(503, str(error), "bus_unavailable")
     except asyncio.CancelledError:
@@ -658,11 +661,13 @@ class Replica:
         live = self.subscription is not None and self.subscription.live
         if self.state is ReplicaState.READY and live:
             return web.json_response({"status": "ready", "replicaId": self.replica_id})
-        reason = (
-            "shutting down"
-            if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED)
-            else "the bus subscription is not live"
-        )
+        if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED):
+            reason = "shutting down"
+        else:
+            reason = "the bus subscription is not live"
+            detail = getattr(self.subscription, "down_reason", None)
+            if detail:
+                reason += f" ({detail})"
         return json_error(503, f"not ready: {reason}", "not_ready")
 
 
