@@ -34,6 +34,7 @@ class Settings:
     bus_max_length: int = 100_000
     bus_ttl_s: float = 300.0
     bus_prefetch: int = 256
+    bus_persistent: bool = True
     bus_queue_expires_s: float | None = None
     bus_reconnect_max_s: float = 15.0
     fault_injection: bool = False
@@ -97,6 +98,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         bus_max_length=number("BUS_MAX_LENGTH", 100_000, integer=True),
         bus_ttl_s=number("BUS_TTL_S", 300.0, integer=False),
         bus_prefetch=number("BUS_PREFETCH", 256, integer=True),
+        bus_persistent=flag(env, "BUS_PERSISTENT", default=True),
         bus_queue_expires_s=number("BUS_QUEUE_EXPIRES_S", None, integer=False),
         bus_reconnect_max_s=number("BUS_RECONNECT_MAX_S", 15.0, integer=False),
         fault_injection=flag(env, "FAULT_INJECTION"),
@@ -122,9 +124,11 @@ def amqp_name(variable: str, value: str, *, empty_ok: bool = False) -> str:
     return value
 
 
-def flag(env: Mapping[str, str], name: str) -> bool:
+def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(ENV_PREFIX + name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

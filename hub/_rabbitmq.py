@@ -7,7 +7,8 @@ reject-publish because a full queue belongs to one replica that fell behind:
 rejecting would fail every publisher and starve the healthy replicas for it, while
 dropping the oldest waiting events costs only that replica, and only events whose
 dashboards a reload recovers anyway. Publishing waits for the broker's confirms
-(messages are persistent, so a broker restart keeps what is queued); a replica's
+(messages are persistent unless configured otherwise, so a broker restart keeps
+what is queued); a replica's
 consumer holds at most ``prefetch`` unacknowledged messages and acknowledges them
 after dispatch.
 
@@ -34,12 +35,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    AbstractIncomingMessage,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from yarl import URL
 
 from ._bus import FaultBoard, QueuedSubscription, Waiting
@@ -67,6 +63,7 @@ class RabbitOptions:
     max_length: int = 100_000
     message_ttl_s: float = 300.0
     prefetch: int = 256
+    persistent: bool = True
     queue_expires_s: float | None = None
     heartbeat_s: int = 15
     connect_timeout_s: float = 5.0
@@ -193,8 +190,12 @@ class RabbitSubscription(QueuedSubscription):
         self._channel = channel
         self._underlay = underlay
         self._generation = generation
-        await queue.consume(
-            functools.partial(self._on_message, generation), no_ack=False
+        # The hot path talks to aiormq's channel directly: aio-pika's message
+        # wrapper and its extra task per delivery cost more than the dispatch.
+        await underlay.basic_consume(
+            self.queue_name,
+            functools.partial(self._on_message, generation),
+            no_ack=False,
         )
         if self._refresher is None:
             self._refresher = asyncio.create_task(
@@ -223,12 +224,12 @@ class RabbitSubscription(QueuedSubscription):
             lost(f"the broker cancelled the consumer of {self.queue_name}")
 
     async def _on_message(
-        self, generation: int, message: AbstractIncomingMessage
+        self, generation: int, message: aiormq.abc.DeliveredMessage
     ) -> None:
         if self._closed or generation != self._generation:
             # Unacknowledged: the broker requeues it when this channel closes.
             return
-        tag = message.delivery_tag or 0
+        tag = getattr(message.delivery, "delivery_tag", None) or 0
         try:
             envelope = envelope_from_json(
                 json.loads(message.body),
@@ -244,7 +245,7 @@ class RabbitSubscription(QueuedSubscription):
                 "bus_message_refused",
                 replica=self.replica_id,
                 queue=self.queue_name,
-                message_id=message.message_id,
+                message_id=message.header.properties.message_id,
                 reason=describe(error),
             )
             await self._ack(tag, generation, multiple=False)
@@ -331,7 +332,7 @@ class RabbitBus(FaultBoard):
         self.attempts = 0
         self._subscriptions: dict[str, RabbitSubscription] = {}
         self._connection: AbstractConnection | None = None
-        self._exchange: AbstractExchange | None = None
+        self._publisher: aiormq.abc.AbstractChannel | None = None
         self._generation = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt: asyncio.Future[BaseException | None] | None = None
@@ -345,7 +346,7 @@ class RabbitBus(FaultBoard):
 
     @property
     def connected(self) -> bool:
-        return self._exchange is not None
+        return self._publisher is not None
 
     @property
     def down_reason(self) -> str | None:
@@ -435,9 +436,10 @@ class RabbitBus(FaultBoard):
                     f"the publishing channel closed ({describe(error)})"
                 )
             )
-            exchange = await channel.declare_exchange(
+            await channel.declare_exchange(
                 self.options.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
+            publisher = await channel.get_underlay_channel()
             async with self._attach_lock:
                 generation = self._generation + 1
                 self._generation = generation
@@ -445,7 +447,7 @@ class RabbitBus(FaultBoard):
                     if not subscription.closed:
                         await subscription._attach(connection, generation, on_lost)
                 self._connection = connection
-                self._exchange = exchange
+                self._publisher = publisher
                 self._lost = lost
         except BaseException:
             with contextlib.suppress(Exception):
@@ -455,7 +457,7 @@ class RabbitBus(FaultBoard):
     async def _drop_connection(self) -> None:
         connection = self._connection
         self._connection = None
-        self._exchange = None
+        self._publisher = None
         for subscription in self._subscriptions.values():
             subscription._detach()
         if connection is not None:
@@ -527,36 +529,43 @@ class RabbitBus(FaultBoard):
             return
         if self._supervisor is None:
             await self.start()
-        exchange = self._exchange
-        if exchange is None:
+        publisher = self._publisher
+        if publisher is None:
             raise BusUnavailable(
                 f"the RabbitMQ bus is not connected ({self.down_reason}); retry shortly"
             )
+        exchange = self.options.exchange
         timeout = self.options.confirm_timeout_s
-        persistent = aio_pika.DeliveryMode.PERSISTENT
+        mode = 2 if self.options.persistent else 1
         results = await asyncio.gather(
             *(
-                exchange.publish(
-                    aio_pika.Message(
-                        json.dumps(envelope.to_json(), separators=(",", ":")).encode(),
+                publisher.basic_publish(
+                    json.dumps(envelope.to_json(), separators=(",", ":")).encode(),
+                    exchange=exchange,
+                    routing_key=f"{envelope.tenant_id}.{envelope.type}",
+                    properties=aiormq.spec.Basic.Properties(
                         content_type="application/json",
-                        delivery_mode=persistent,
+                        delivery_mode=mode,
                         message_id=envelope.id,
                     ),
-                    routing_key=f"{envelope.tenant_id}.{envelope.type}",
-                    mandatory=False,
                     timeout=timeout,
                 )
                 for envelope in envelopes
             ),
             return_exceptions=True,
         )
-        failures = [r for r in results if isinstance(r, BaseException)]
+        failures = [r for r in results if not isinstance(r, aiormq.spec.Basic.Ack)]
         if failures:
+            first = failures[0]
+            cause = (
+                describe(first)
+                if isinstance(first, BaseException)
+                else "the broker refused them"
+            )
             raise BusUnavailable(
                 f"RabbitMQ did not confirm {len(failures)} of {len(envelopes)} "
-                f"events ({describe(failures[0])}); retry with the same ids"
-            ) from failures[0]
+                f"events ({cause}); retry with the same ids"
+            ) from (first if isinstance(first, BaseException) else None)
 
     async def subscribe(self, replica_id: str) -> RabbitSubscription:
         existing = self._subscriptions.get(replica_id)

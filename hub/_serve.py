@@ -65,6 +65,7 @@ def rabbit_options(settings: Settings) -> RabbitOptions:
         max_length=settings.bus_max_length,
         message_ttl_s=settings.bus_ttl_s,
         prefetch=settings.bus_prefetch,
+        persistent=settings.bus_persistent,
         queue_expires_s=settings.bus_queue_expires_s,
         reconnect_max_s=settings.bus_reconnect_max_s,
     )
