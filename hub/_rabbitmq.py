@@ -386,6 +386,13 @@ class RabbitBus(FaultBoard):
                 await self._supervisor
         await self._drop_connection()
 
+    async def interrupt(self) -> None:
+        """Drop the connection as a network fault would (lab use): subscriptions
+        stop being live and the bus reconnects by itself, as after any loss."""
+        connection = self._connection
+        if connection is not None:
+            await connection.close()
+
     async def _supervise(self) -> None:
         failures = 0
         while not self._closing:

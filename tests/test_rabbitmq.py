@@ -192,6 +192,35 @@ async def _equals(value: Any, expected: float) -> bool:
     return bool(await value == expected)
 
 
+async def test_a_dropped_connection_neither_loses_nor_repeats_an_event(
+    session: aiohttp.ClientSession, rabbitmq_url: str
+) -> None:
+    """When the connection drops while a replica holds unacknowledged events, the
+    broker redelivers them after the reconnection; the replica skips the copies,
+    so its stream still gets every event exactly once."""
+    async with (
+        amqp_names(rabbitmq_url) as names,
+        rabbit_bus(rabbitmq_url, names, ["r1"], prefetch=20) as bus,
+        running_replicas(1, bus=bus) as [replica],
+        streams(session, [replica]) as [reader],
+    ):
+        subscription = bus.subscription("r1")
+        assert subscription is not None
+        bus.pause("r1")
+        published = await publish(session, replica, claims(60))
+        await wait_until(lambda: len(subscription._queue) == 20, what="a full prefetch")
+
+        await bus.interrupt()
+        await wait_until(lambda: not subscription.live, what="the loss to be seen")
+        await wait_until(lambda: subscription.live, timeout=15, what="reconnection")
+        assert bus.connects == 2
+        bus.resume("r1")
+        published.append(await mark(session, replica, [reader]))
+        assert event_ids(reader) == published
+        assert subscription.duplicates == 20
+        assert dispatched(await scrape(session, replica)) == len(published)
+
+
 async def test_a_full_queue_drops_its_oldest_events(rabbitmq_url: str) -> None:
     """A replica's queue keeps at most max-length events, dropping the oldest
     (drop-head), so a replica away for long resumes with the newest."""
