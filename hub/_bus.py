@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -81,7 +81,11 @@ class QueuedSubscription:
         self._queue: deque[Waiting] = deque()
         self._wake = asyncio.Event()
         self._closed = False
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        # The ids handed out lately, in two generations: when the newer one is
+        # full it becomes the older and the older is forgotten, so between
+        # RECENT_IDS and twice that many ids are remembered at any time.
+        self._recent: set[str] = set()
+        self._older: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -148,9 +152,14 @@ class QueuedSubscription:
             if queue and not self.injector.faults.holding:
                 now = self._loop.time()
                 if queue[0][1] <= now:
-                    taken: list[Waiting] = []
-                    while queue and len(taken) < max_batch and queue[0][1] <= now:
-                        taken.append(queue.popleft())
+                    count = min(max_batch, len(queue))
+                    # Due times never decrease along the queue: when the last of
+                    # the batch is due, all are.
+                    if queue[count - 1][1] > now:
+                        count = 1
+                        while queue[count][1] <= now:
+                            count += 1
+                    taken = [queue.popleft() for _ in range(count)]
                     fresh = self._first_seen(taken)
                     if fresh:
                         yield fresh
@@ -163,16 +172,19 @@ class QueuedSubscription:
 
     def _first_seen(self, taken: list[Waiting]) -> list[Envelope]:
         recent = self._recent
+        older = self._older
         fresh: list[Envelope] = []
         for item in taken:
             envelope = item[0]
-            if envelope.id in recent:
+            event_id = envelope.id
+            if event_id in recent or event_id in older:
                 self.duplicates += 1
                 continue
-            recent[envelope.id] = None
+            recent.add(event_id)
             fresh.append(envelope)
-        while len(recent) > RECENT_IDS:
-            recent.popitem(last=False)
+        if len(recent) >= RECENT_IDS:
+            self._older = recent
+            self._recent = set()
         return fresh
 
     async def _settle(self, taken: list[Waiting]) -> None:
@@ -193,7 +205,12 @@ class QueuedSubscription:
 
 class MemorySubscription(QueuedSubscription):
     def offer(self, envelopes: Sequence[Envelope]) -> None:
-        if self._closed:
+        if self._closed or not envelopes:
+            return
+        now = self._loop.time()
+        if self.injector.idle(now):
+            self._queue.extend([(envelope, now, 0, 0) for envelope in envelopes])
+            self._arrived()
             return
         arrive = self._arrive
         admitted = False

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from hub import MemoryBus, Replica
+from hub._bus import RECENT_IDS
 from hub.core import Envelope, FaultKind, Latency
 
 from .support import (
@@ -430,3 +431,27 @@ def test_per_replica_tallies_count_only_that_replica() -> None:
         return counts
 
     assert asyncio.run(run()) == Counter({"a-drop": 5, "b-cut": 5})
+
+
+async def test_duplicates_are_caught_across_the_memory_window_rotation() -> None:
+    """Ids handed out just before the remembered-ids window rotates are still
+    recognised when they come again just after it."""
+    bus = MemoryBus()
+    subscription = await bus.subscribe("r1")
+    count = RECENT_IDS + 10
+    envelopes = [
+        Envelope(f"e{n}", "claim.submitted", "acme", "x", "info", {})
+        for n in range(count)
+    ]
+    await bus.publish(envelopes)
+    await bus.publish(envelopes[RECENT_IDS - 5 : RECENT_IDS + 5])
+    await bus.publish([Envelope("last", "claim.submitted", "acme", "x", "info", {})])
+    handed_out: list[str] = []
+    # Batches of 256 rotate the window right after the first RECENT_IDS ids.
+    async for batch in subscription.batches(max_batch=256):
+        handed_out += [e.id for e in batch]
+        if handed_out[-1] == "last":
+            break
+    assert handed_out == [e.id for e in envelopes] + ["last"]
+    assert subscription.duplicates == 10
+    await bus.close()

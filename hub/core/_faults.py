@@ -310,6 +310,17 @@ class FaultInjector:
     def apply(self, faults: Faults) -> None:
         self.faults = faults
 
+    def idle(self, now: float) -> bool:
+        """True when arrivals at ``now`` are due at once and nothing is taken: no
+        fault that acts on arrival is on, and no delayed message is still ahead."""
+        faults = self.faults
+        return (
+            not faults.cut
+            and faults.drop == 0
+            and faults.latency is None
+            and self._last_due <= now
+        )
+
     def arrive(self, message_id: str, now: float) -> float | None:
         """When an arriving message may be taken, or None when a fault took it."""
         faults = self.faults
