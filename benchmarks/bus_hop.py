@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -43,8 +43,10 @@ from hub import (
     TokenVerifier,
     issue_token,
     load_catalog,
+    settings_from_env,
 )
-from hub._rabbitmq import RabbitBus, RabbitOptions
+from hub._rabbitmq import RabbitBus
+from hub._serve import rabbit_options
 from hub.core import ConfigError, RealtimeError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -275,7 +277,10 @@ async def run(plan: Plan) -> tuple[Figures, Figures | None, str | None]:
 
     url = amqp_url()
     run_tag = uuid.uuid4().hex[:10]
-    options = RabbitOptions(
+    # The RCM_REALTIME_BUS_* settings apply (say, RCM_REALTIME_BUS_PERSISTENT=0),
+    # with names of this run's own.
+    options = replace(
+        rabbit_options(settings_from_env()),
         exchange=f"rcm.bench.{run_tag}",
         queue_prefix=f"rcm.bench.{run_tag}.",
         queue_expires_s=600,
@@ -285,7 +290,10 @@ async def run(plan: Plan) -> tuple[Figures, Figures | None, str | None]:
         await bus.start()
         if not bus.connected:
             return baseline, None, f"RabbitMQ at {bus.where}: {bus.down_reason}"
-        say(f"RabbitMQ at {bus.where}")
+        say(
+            f"RabbitMQ at {bus.where}, "
+            f"{'persistent' if options.persistent else 'transient'} messages"
+        )
         broker = await measure("rabbitmq", bus, plan)
     except (ConfigError, OSError) as error:
         return baseline, None, str(error)
