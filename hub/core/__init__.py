@@ -20,6 +20,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -63,6 +64,7 @@ __all__ = [
     "PING_FRAME",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
     "Catalog",
