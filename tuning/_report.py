@@ -249,9 +249,12 @@ def draw_plot(report: TuningReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     windows_s = [result.window_ms / 1000 for result in report.results]
-    # A log axis cannot show zero; a share of zero is drawn on the floor, hollow.
-    floor = 0.5 / max(report.interchanges, 1) * 100
+    # A log axis cannot show zero; a share of zero is drawn on a floor, hollow,
+    # below both the smallest share one interchange makes and the target.
     target = report.target_share * 100
+    floor = 50 / max(report.interchanges, 1)
+    if target > 0:
+        floor = min(floor, target / 10)
 
     figure, (upper, lower) = plt.subplots(
         2, 1, sharex=True, figsize=(9, 7.5), height_ratios=(3, 2)
@@ -313,6 +316,17 @@ def draw_plot(report: TuningReport, path: Path) -> None:
     lower.set_ylabel("completion latency after\nthe interchange's end (s)")
     lower.set_xlabel("quiet window (s)")
     lower.grid(True, alpha=0.3)
+    buckets = lower.twinx()
+    buckets.plot(
+        windows_s,
+        [s.open_mean for s in overall],
+        color="tab:gray",
+        linestyle=":",
+        label="open buckets (mean)",
+    )
+    buckets.set_ylabel("open buckets held (mean)", color="tab:gray")
+    buckets.tick_params(axis="y", colors="tab:gray")
+    buckets.set_ylim(bottom=0)
 
     chosen = report.recommendations.overall.window_ms
     if chosen is not None:
@@ -327,8 +341,20 @@ def draw_plot(report: TuningReport, path: Path) -> None:
             color="tab:green",
             fontsize=9,
         )
-    upper.legend(fontsize=8, loc="upper right")
-    lower.legend(fontsize=8, loc="upper left")
+        at = report.recommendations.overall.stats
+        lower.annotate(
+            f"p50 {at.latency_p50_s:.2f} s, p95 {at.latency_p95_s:.2f} s",
+            xy=(chosen / 1000, at.latency_p95_s),
+            xytext=(8, -18),
+            textcoords="offset points",
+            color="tab:green",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
+    upper.legend(fontsize=8, loc="center right")
+    lines, labels = lower.get_legend_handles_labels()
+    more_lines, more_labels = buckets.get_legend_handles_labels()
+    lower.legend(lines + more_lines, labels + more_labels, fontsize=8, loc="upper left")
 
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
