@@ -376,6 +376,10 @@ class Replica:
                         await response.write(frames[0].frame)
                     else:
                         await response.write(b"".join(f.frame for f in frames))
+                    # A write to an aborted transport can return quietly; frames it
+                    # took were not written, so they must not count as delivered.
+                    if transport is None or transport.is_closing():
+                        raise ConnectionResetError("the stream's connection closed")
                     core.mark_written(subscriber, len(frames))
                     writes += 1
                     written_at = time.time()
