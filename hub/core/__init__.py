@@ -32,6 +32,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    StreamLimitError,
     TokenError,
 )
 from ._frames import (
@@ -56,6 +57,7 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
@@ -81,6 +83,8 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",
