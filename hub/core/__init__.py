@@ -33,6 +33,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    StreamLimitError,
     TokenError,
 )
 from ._frames import (
@@ -57,6 +58,7 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
@@ -83,6 +85,8 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",
