@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     )
     sweep_started = time.perf_counter()
     results = sweep(arrivals, windows, workers=workers, progress=progress.window_done)
-    progress.finish(f"swept in {time.perf_counter() - sweep_started:.1f} s")
+    progress.say(f"swept in {time.perf_counter() - sweep_started:.1f} s")
 
     report = TuningReport(
         source=arrivals.source,
@@ -202,9 +202,6 @@ class _Progress:
         else:
             self.stream.write(message + "\n")
         self.stream.flush()
-
-    def finish(self, message: str) -> None:
-        self.say(message)
 
     def _end_line(self) -> None:
         if self._dangling:
