@@ -15,6 +15,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +46,7 @@ from .core import (
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+OPENAPI_DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 MAX_FRAMES_PER_WRITE = 512
 MAX_LAST_EVENT_ID = 256
 SSE_HEADERS = {
@@ -98,6 +100,10 @@ async def json_errors(
         if error.status < 400:
             raise
         response = json_error(error.status, error.reason)
+        # Keep what the error says about the resource (Allow on 405, for one).
+        for name, value in error.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
         if error.status == 408:
             # The rest of the body may still arrive; the connection cannot be reused.
             response.force_close()
@@ -292,6 +298,7 @@ class Replica:
         app.router.add_post(
             "/v1/realtime/admin/tenants/{tenant_id}/disconnect", self.admin_disconnect
         )
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         return app
@@ -684,6 +691,9 @@ class Replica:
             disconnected=count,
         )
         return web.json_response({"disconnected": count})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "replicaId": self.replica_id})
