@@ -24,6 +24,7 @@ from .support import (
     assert_ledger,
     dispatched,
     event_ids,
+    hub_settings,
     metrics_now,
     open_stream,
     publish,
@@ -33,9 +34,6 @@ from .support import (
     token,
     url,
     wait_until,
-)
-from .support import (
-    test_settings as settings_for,
 )
 
 
@@ -124,7 +122,7 @@ async def test_batch_completed_has_the_same_id_on_every_replica(
     session: aiohttp.ClientSession,
 ) -> None:
     """Each replica synthesizes batch.completed for a quiet bucket, with one id."""
-    settings = settings_for(batch_quiet_window_ms=150)
+    settings = hub_settings(batch_quiet_window_ms=150)
     async with (
         running_replicas(3, settings=settings) as replicas,
         streams(session, replicas) as readers,
@@ -340,7 +338,7 @@ async def test_fault_endpoint_pauses_the_replica_it_is_sent_to(
 ) -> None:
     """With fault injection on, an admin pauses one replica over HTTP and reads
     its backlog and tallies back from the bus status endpoint."""
-    settings = settings_for(fault_injection=True)
+    settings = hub_settings(fault_injection=True)
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with running_replicas(2, settings=settings) as replicas:
         faults_url = url(replicas[1], "/v1/realtime/admin/bus/faults")
@@ -373,7 +371,7 @@ async def test_fault_endpoint_refuses_a_bad_body(
     session: aiohttp.ClientSession, body: Any, fragment: str
 ) -> None:
     """Bad fault JSON answers 400 invalid_faults with the reason."""
-    settings = settings_for(fault_injection=True)
+    settings = hub_settings(fault_injection=True)
     async with (
         running_replicas(1, settings=settings) as [replica],
         session.put(
@@ -392,7 +390,7 @@ async def test_fault_endpoint_needs_the_admin_role(
     session: aiohttp.ClientSession,
 ) -> None:
     """A subscriber token cannot set faults, even with fault injection on."""
-    settings = settings_for(fault_injection=True)
+    settings = hub_settings(fault_injection=True)
     async with running_replicas(1, settings=settings) as [replica]:
         async with session.put(
             url(replica, "/v1/realtime/admin/bus/faults"),

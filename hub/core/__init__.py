@@ -20,6 +20,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -33,6 +34,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    StreamLimitError,
     TokenError,
 )
 from ._faults import (
@@ -67,6 +69,7 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
@@ -75,6 +78,7 @@ __all__ = [
     "PING_FRAME",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
     "BusUnavailable",
@@ -101,6 +105,8 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",

@@ -25,6 +25,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from ._errors import ConfigError
@@ -47,6 +48,10 @@ class LatencyShape(enum.StrEnum):
 
 LatencySampler = Callable[[random.Random], float]
 
+# Longer delays are this one: a message this late is as good as never delivered.
+MAX_DELAY_S = 1e9
+MAX_SPEC_LENGTH = 64
+
 _SHAPE_ALIASES = {
     "fixed": LatencyShape.FIXED,
     "uniform": LatencyShape.UNIFORM,
@@ -54,7 +59,9 @@ _SHAPE_ALIASES = {
     "exponential": LatencyShape.EXPONENTIAL,
     "lognormal": LatencyShape.LOGNORMAL,
 }
+# The OpenAPI description of the fault endpoint repeats this grammar as a pattern.
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s)?\s*$")
+_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$")
 SPEC_HELP = (
     "a latency is '50ms', 'fixed:50ms', 'uniform:10ms,200ms', 'exp:50ms' "
     "(mean) or 'lognormal:50ms,0.5' (median, shape)"
@@ -75,10 +82,6 @@ class Latency:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"latency {name}={value!r} must be finite and >= 0")
-        if self.shape is LatencyShape.UNIFORM and self.b < self.a:
-            raise ConfigError(
-                f"uniform latency needs low <= high, not {self.a} > {self.b}"
-            )
         if (self.shape is LatencyShape.CUSTOM) != (self.sampler is not None):
             raise ConfigError("a custom latency, and only it, has a sampler function")
 
@@ -88,7 +91,8 @@ class Latency:
 
     @classmethod
     def uniform(cls, low_s: float, high_s: float) -> Latency:
-        return cls(LatencyShape.UNIFORM, low_s, high_s)
+        """Uniform between the two bounds, given in either order."""
+        return cls(LatencyShape.UNIFORM, min(low_s, high_s), max(low_s, high_s))
 
     @classmethod
     def exponential(cls, mean_s: float) -> Latency:
@@ -107,10 +111,14 @@ class Latency:
     def parse(cls, spec: str) -> Latency:
         """Read a small spec: ``50ms``, ``fixed:0.05``, ``uniform:10ms,200ms``,
         ``exp:50ms``, ``lognormal:50ms,0.5``; bare numbers are seconds."""
+        if len(spec) > MAX_SPEC_LENGTH:
+            raise ConfigError(
+                f"a latency spec has at most {MAX_SPEC_LENGTH} characters; {SPEC_HELP}"
+            )
         name, colon, rest = spec.partition(":")
         if not colon:
             return cls.fixed(_seconds(spec, spec))
-        shape = _SHAPE_ALIASES.get(name.strip().lower())
+        shape = _SHAPE_ALIASES.get(name.strip())
         if shape is None:
             raise ConfigError(f"latency {spec!r}: unknown shape {name!r}; {SPEC_HELP}")
         args = rest.split(",")
@@ -127,34 +135,45 @@ class Latency:
 
     def spec(self) -> str:
         """The spec ``parse`` reads back; a custom latency reads as ``custom``."""
+        a, b = _plain(self.a), _plain(self.b)
         if self.shape is LatencyShape.FIXED:
-            return f"fixed:{self.a:g}s"
+            return f"fixed:{a}s"
         if self.shape is LatencyShape.UNIFORM:
-            return f"uniform:{self.a:g}s,{self.b:g}s"
+            return f"uniform:{a}s,{b}s"
         if self.shape is LatencyShape.EXPONENTIAL:
-            return f"exp:{self.a:g}s"
+            return f"exp:{a}s"
         if self.shape is LatencyShape.LOGNORMAL:
-            return f"lognormal:{self.a:g}s,{self.b:g}"
+            return f"lognormal:{a}s,{b}"
         return "custom"
 
     def draw(self, rng: random.Random) -> float:
-        """One delay in seconds, never negative."""
+        """One delay in seconds, from 0 to ``MAX_DELAY_S``."""
         shape = self.shape
         if shape is LatencyShape.FIXED:
-            return self.a
-        if shape is LatencyShape.UNIFORM:
-            return rng.uniform(self.a, self.b)
-        if shape is LatencyShape.EXPONENTIAL:
-            return rng.expovariate(1 / self.a) if self.a > 0 else 0.0
-        if shape is LatencyShape.LOGNORMAL:
-            return self.a * math.exp(rng.gauss(0.0, self.b)) if self.a > 0 else 0.0
-        assert self.sampler is not None
-        value = float(self.sampler(rng))
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(
-                f"the latency function returned {value!r}; a delay is finite and >= 0"
-            )
-        return value
+            value = self.a
+        elif shape is LatencyShape.UNIFORM:
+            value = rng.uniform(self.a, self.b)
+        elif shape is LatencyShape.EXPONENTIAL:
+            value = rng.expovariate(1 / self.a) if self.a > 0 else 0.0
+        elif shape is LatencyShape.LOGNORMAL:
+            # The exponent is capped so that no shape, however wide, overflows.
+            exponent = min(rng.gauss(0.0, self.b), 700.0)
+            value = self.a * math.exp(exponent) if self.a > 0 else 0.0
+        else:
+            assert self.sampler is not None
+            value = float(self.sampler(rng))
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"the latency function returned {value!r}; a delay is finite "
+                    "and >= 0"
+                )
+        return min(value, MAX_DELAY_S)
+
+
+def _plain(value: float) -> str:
+    """The shortest exact decimal of ``value`` without an exponent, which the
+    spec grammar does not have."""
+    return format(Decimal(repr(value)), "f")
 
 
 def _seconds(text: str, spec: str) -> float:
@@ -166,15 +185,10 @@ def _seconds(text: str, spec: str) -> float:
 
 
 def _number(text: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"latency {spec!r}: {text.strip()!r} is not a number"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"latency {spec!r}: {text.strip()!r} must be >= 0")
-    return value
+    match = _NUMBER.match(text)
+    if match is None:
+        raise ConfigError(f"latency {spec!r}: {text.strip()!r} is not a number")
+    return float(match.group(1))
 
 
 FAULT_KEYS = ("paused", "cut", "drop", "latency")
@@ -245,7 +259,11 @@ class Faults:
             if not isinstance(value, bool):
                 raise ConfigError(f"'{name}' must be true or false")
         drop = document.get("drop", 0.0)
-        if isinstance(drop, bool) or not isinstance(drop, int | float):
+        if (
+            isinstance(drop, bool)
+            or not isinstance(drop, int | float)
+            or not 0 <= drop <= 1
+        ):
             raise ConfigError("'drop' must be a fraction from 0 to 1")
         raw_latency = document.get("latency")
         latency: Latency | None
@@ -254,7 +272,10 @@ class Faults:
         elif isinstance(raw_latency, bool):
             raise ConfigError(f"'latency' must be a spec string; {SPEC_HELP}")
         elif isinstance(raw_latency, int | float):
-            latency = Latency.fixed(float(raw_latency))
+            try:
+                latency = Latency.fixed(float(raw_latency))
+            except OverflowError:
+                raise ConfigError(f"'latency' {raw_latency} is too large") from None
         elif isinstance(raw_latency, str):
             latency = Latency.parse(raw_latency)
         else:
