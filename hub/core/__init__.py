@@ -12,6 +12,7 @@ from ._batches import (
 )
 from ._catalog import (
     EVENT_TYPE_PATTERN,
+    PERMISSION_PATTERN,
     SEVERITIES,
     Catalog,
     CatalogRow,
@@ -32,6 +33,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    ScrapeError,
     TokenError,
 )
 from ._frames import (
@@ -60,6 +62,7 @@ from ._hub import (
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "PERMISSION_PATTERN",
     "PING_FRAME",
     "SEVERITIES",
     "TENANT_PATTERN",
@@ -81,6 +84,7 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ScrapeError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",
