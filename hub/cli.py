@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from ._catalog_check import add_catalog
 from ._config import load_catalog, settings_from_env
 from ._diagnose_cli import add_diagnose
 from ._logging import configure_logging
@@ -134,6 +135,7 @@ REGISTRARS: list[
     _add_serve,
     _add_token,
     add_diagnose,
+    add_catalog,
 ]
 
 

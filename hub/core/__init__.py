@@ -13,6 +13,7 @@ from ._batches import (
 from ._catalog import (
     EVENT_TYPE_PATTERN,
     PERMISSION_PATTERN,
+    ROLE_PATTERN,
     SEVERITIES,
     Catalog,
     CatalogRow,
@@ -64,6 +65,7 @@ __all__ = [
     "ISA13_PATTERN",
     "PERMISSION_PATTERN",
     "PING_FRAME",
+    "ROLE_PATTERN",
     "SEVERITIES",
     "TENANT_PATTERN",
     "BatchRef",
