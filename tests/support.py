@@ -294,3 +294,20 @@ async def stalled_client(replica: Replica, bearer: str) -> AsyncIterator[Stalled
         yield client
     finally:
         client.close()
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of ``name``; missing, it fails the test under CI and skips it
+    elsewhere (tools/install-browser.sh installs what the tests need)."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is missing (Debian package {package}; tools/install-browser.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
