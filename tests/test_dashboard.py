@@ -12,8 +12,7 @@ import pytest
 from hub import MemoryBus, Replica, TokenVerifier, load_catalog
 
 from .browser import Page, chromium
-from .support import publish, running_replicas, token, url
-from .support import test_settings as hub_settings
+from .support import hub_settings, publish, running_replicas, token, url
 
 SUBSCRIBER = token(subject="dashboard-user")
 

@@ -31,6 +31,7 @@ from .support import (
     ADMIN,
     ALL_READ_SCOPES,
     METRICS_BEARER,
+    hub_settings,
     open_stream,
     running_replicas,
     sample,
@@ -40,9 +41,6 @@ from .support import (
     token,
     url,
     wait_until,
-)
-from .support import (
-    test_settings as hub_settings,
 )
 
 INTERVAL_S = 0.4

@@ -22,6 +22,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -35,6 +36,7 @@ from ._errors import (
     EnvelopeError,
     RealtimeError,
     ScrapeError,
+    StreamLimitError,
     TokenError,
 )
 from ._frames import (
@@ -59,6 +61,7 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
@@ -68,6 +71,7 @@ __all__ = [
     "ROLE_PATTERN",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
     "Catalog",
@@ -86,7 +90,9 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
     "ScrapeError",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",
