@@ -532,6 +532,10 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
+def _plural(value: float, noun: str) -> str:
+    return f"{_number(value)} {noun}{'' if value == 1 else 's'}"
+
+
 def _names(items: Iterable[str]) -> str:
     listed = sorted(items)
     return ", ".join(listed) if listed else "none"
@@ -850,10 +854,10 @@ def _unreachable(readings: Sequence[ReplicaReading], total: int) -> Finding:
 
 def _healthy(ctx: _Context) -> Finding:
     subscribers = sum(r.subscribers for r in ctx.replicas)
-    events = sum(r.counts.events for r in ctx.replicas)
+    events = sum(ctx.reached().values())
     delivered = sum(r.counts.delivered for r in ctx.replicas)
     evidence = [
-        f"{r.name}: {_number(r.subscribers)} subscribers, "
+        f"{r.name}: {_plural(r.subscribers, 'subscriber')}, "
         f"{ctx.count(r.counts.events)} events dispatched, "
         f"{ctx.count(r.counts.delivered)} frames delivered, no drops {ctx.span}"
         for r in ctx.replicas
@@ -869,9 +873,10 @@ def _healthy(ctx: _Context) -> Finding:
         )
     return Finding(
         Verdict.HEALTHY,
-        f"{ctx.tenant} looks healthy: {_number(subscribers)} subscribers on "
-        f"{len(ctx.replicas)} replicas, {_number(events)} events dispatched and "
-        f"{_number(delivered)} frames delivered {ctx.span}, nothing dropped",
+        f"{ctx.tenant} looks healthy: {_plural(subscribers, 'subscriber')} on "
+        f"{_plural(len(ctx.replicas), 'replica')}, {_plural(events, 'event')} "
+        f"reached them and {_plural(delivered, 'frame')} were delivered "
+        f"{ctx.span}, nothing dropped",
         tuple(evidence),
         next_step,
     )
@@ -941,7 +946,7 @@ def _replica_line(replica: ReplicaSummary) -> str:
         if c.drop(reason)
     )
     return (
-        f"{replica.name}: {_number(replica.subscribers)} subscribers, "
+        f"{replica.name}: {_plural(replica.subscribers, 'subscriber')}, "
         f"dispatched {_number(c.events)}, delivered {_number(c.delivered)}, "
         f"dropped {drops or 'none'}, queued {_number(replica.queued)}, "
         f"bus backlog {_number(replica.bus_backlog)}"

@@ -137,6 +137,7 @@ async def test_tenant_never_seen_says_so(session: aiohttp.ClientSession) -> None
         result = await run_diagnose(replicas, tenant="ghost")
     assert result.verdict is Verdict.NEVER_CONNECTED
     assert "ever seen tenant ghost" in result.summary
+    assert "1 subscribers" not in render_text(result)
     assert result.basis is Basis.SINCE_START
 
 
@@ -414,6 +415,40 @@ async def test_unreachable_replica_gets_a_line_and_the_rest_is_read(
     assert result.exit_status == 1
     assert f"{dead}: unreachable (connection refused)" in result.findings[0].evidence
     assert Verdict.HEALTHY in [f.verdict for f in result.findings]
+
+
+async def test_replica_that_never_answers_times_out_with_a_line() -> None:
+    """A replica that accepts the connection and says nothing is reported as not
+    answering within the timeout, and the run ends."""
+
+    release = asyncio.Event()
+
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        options = DiagnoseOptions(
+            tenant="acme",
+            urls=(f"http://127.0.0.1:{port}",),
+            metrics_token=METRICS_BEARER,
+            interval_s=INTERVAL_S,
+            timeout_s=0.3,
+        )
+        readings = await read_replicas(options)
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+    result = diagnose("acme", readings, load_catalog())
+    assert result.verdict is Verdict.UNDIAGNOSABLE
+    assert result.findings[0].evidence == (
+        f"http://127.0.0.1:{port}: unreachable (no answer within 0.3 s)",
+    )
 
 
 async def test_all_replicas_unreachable_cannot_be_diagnosed() -> None:
