@@ -104,7 +104,8 @@
     source.addEventListener("server_shutdown", (message) => {
       if (source !== app.source) return;
       const reason = (parse(message.data) || {}).reason || "shutdown";
-      setState("server-shutdown", reason.replace("_", " "));
+      // A plain shutdown needs no detail; an admin ejection says so.
+      setState("server-shutdown", reason === "shutdown" ? "" : reason.replace("_", " "));
     });
     source.addEventListener("error", () => {
       if (source !== app.source) return;
