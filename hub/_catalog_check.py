@@ -50,13 +50,16 @@ HUB_EMITTED_TYPES = ("batch.completed", "batch.failed")
 # How scenario files name event types (documented in the README):
 TYPE_VALUE_KEYS = frozenset({"event_type", "eventType"})
 TYPE_LIST_KEYS = frozenset({"event_types", "eventTypes"})
-# ``type = "..."`` counts only inside a table or array under one of these keys, so a
-# fault's ``type = "bus.pause"`` is never taken for an event type.
+# ``type = "..."`` and ``types = [...]`` count only inside a table or array under one
+# of these keys, so a fault's ``type = "bus.pause"`` is never taken for an event type.
 EVENT_CONTAINER_KEYS = frozenset(
     {"events", "emitters", "emitter", "workload", "publish", "publishers"}
 )
 # A table under one of these keys (inside an event container) maps types to weights.
-MIX_KEYS = frozenset({"mix", "event_mix", "eventMix"})
+MIX_KEYS = frozenset({"mix", "event_mix", "eventMix", "types"})
+# A table that names an event type together with its permission declares a row (a
+# scenario deploying a new type), so that type is not a use needing a catalog row.
+DECLARING_KEYS = frozenset({"permission", "requiredPermission"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,11 @@ def list_file_uses(path: Path) -> UseSource:
 
 
 def scenario_type_uses(directory: Path) -> UseSource:
-    """Event types named in ``*.toml`` files under ``directory`` (recursively)."""
+    """Event types named in ``*.toml`` files under ``directory`` (recursively).
+
+    A type the same file declares (a step that deploys it with its permission)
+    is left out: the scenario brings its own row.
+    """
     uses: list[TypeUse] = []
     problems: list[CheckFinding] = []
     files = sorted(directory.rglob("*.toml")) if directory.is_dir() else []
@@ -167,10 +174,26 @@ def scenario_type_uses(directory: Path) -> UseSource:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             problems.append(CheckFinding(str(path), f"cannot read as TOML ({error})"))
             continue
+        declared = set(_declared_in(document))
         for event_type, key_path in _types_in(document, (), inside_events=False):
-            uses.append(TypeUse(event_type, f"{path} ({key_path})"))
+            if event_type not in declared:
+                uses.append(TypeUse(event_type, f"{path} ({key_path})"))
     name = f"{len(files)} scenario file(s) under {directory}"
     return UseSource(name, tuple(uses), tuple(problems))
+
+
+def _declared_in(node: Any) -> Iterator[str]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _declared_in(item)
+    elif isinstance(node, dict):
+        if DECLARING_KEYS & node.keys():
+            for key in TYPE_VALUE_KEYS | {"type"}:
+                value = node.get(key)
+                if isinstance(value, str):
+                    yield value
+        for value in node.values():
+            yield from _declared_in(value)
 
 
 def _types_in(

@@ -36,6 +36,10 @@ class Settings:
     max_streams_per_token: int = 20
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    # Bytes a stream's socket may buffer in the kernel and in the transport before
+    # writes wait; None leaves the system's defaults. Small values make a client
+    # that stops reading show as backpressure sooner (and cap memory per stream).
+    stream_send_buffer_bytes: int | None = None
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -104,6 +108,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         max_streams_per_token=number("MAX_STREAMS_PER_TOKEN", 20, integer=True),
         header_timeout_s=number("HEADER_TIMEOUT_S", 10.0, integer=False),
         body_timeout_s=number("BODY_TIMEOUT_S", 30.0, integer=False),
+        stream_send_buffer_bytes=number("STREAM_SEND_BUFFER", 0, integer=True) or None,
     )
 
 

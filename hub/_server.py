@@ -12,6 +12,7 @@ import enum
 import hmac
 import json
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -366,6 +367,12 @@ class Replica:
             self.core.disconnect(subscriber)
             raise
         transport = request.transport
+        send_buffer = self.settings.stream_send_buffer_bytes
+        if send_buffer is not None and transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            transport.set_write_buffer_limits(high=send_buffer)
         self._writers[subscriber.id] = transport
         self._all_gone.clear()
         log_event(

@@ -194,12 +194,22 @@ def _run_tune_quiet_window(args: argparse.Namespace) -> int:
 
 
 # Each command module adds its parser here; the list is the CLI's table of contents.
+def _add_scenarios(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    # The scenario layer sits above the hub; it is imported only by the command line.
+    from scenarios._runner import add_scenarios_command
+
+    add_scenarios_command(commands)
+
+
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ] = [
     _add_serve,
     _add_token,
     _add_tune_quiet_window,
+    _add_scenarios,
     add_diagnose,
     add_catalog,
 ]

@@ -168,34 +168,45 @@ def test_hub_emitted_types_need_rows() -> None:
 
 
 def test_scenario_files_are_scanned_for_event_types(tmp_path: Path) -> None:
-    """Event types in scenario files are found by their documented keys, and a
-    fault's ``type`` is not mistaken for one."""
+    """Event types in scenario files are found by their documented keys; a fault's
+    ``type`` is not mistaken for one, and a type the file deploys itself is not a
+    use that needs a row."""
     (tmp_path / "nested").mkdir()
-    (tmp_path / "nested" / "stale.toml").write_text(
+    (tmp_path / "nested" / "new-type.toml").write_text(
         """
-name = "stale role"
+name = "new type"
+[[workload.events]]
+tenant = "acme"
+types = ["claim.submitted", "eligibility.checked"]
+[[workload.interchanges]]
+event_type = "remittance.batch.received"
 [[workload.emitters]]
 type = "denial.created"
-rate = 2.0
-[workload.mix]
-"claim.submitted" = 0.5
-"eligibility.checked" = 0.5
+[workload.emitters.mix]
+"claim.accepted" = 0.5
 [[faults]]
 type = "bus.pause"
-[expect]
-event_types = ["remittance.batch.received"]
-eventType = "batch.failed"
+[[timeline]]
+at_s = 5
+action = "deploy_event_type"
+event_type = "eligibility.checked"
+permission = "eligibility.read"
+[[timeline]]
+action = "record_batch_failure"
+event_types = ["batch.failed"]
 """
     )
     source = scenario_type_uses(tmp_path)
     assert sorted(use.event_type for use in source.uses) == [
         "batch.failed",
+        "claim.accepted",
         "claim.submitted",
         "denial.created",
-        "eligibility.checked",
         "remittance.batch.received",
     ]
     assert source.name.startswith("1 scenario file(s)")
+    [where] = [u.where for u in source.uses if u.event_type == "claim.submitted"]
+    assert where.endswith("new-type.toml (workload.events[0].types)")
 
 
 def test_unreadable_scenario_file_is_a_finding(tmp_path: Path) -> None:
