@@ -22,6 +22,7 @@ from yarl import URL
 from ._config import load_catalog, settings_from_env
 from ._diagnose import (
     UNDIAGNOSABLE_EXIT,
+    Diagnosis,
     ReplicaReading,
     Scrape,
     SubscriberView,
@@ -29,7 +30,7 @@ from ._diagnose import (
     parse_scrape,
     render_text,
 )
-from .core import TENANT_PATTERN, ConfigError, ScrapeError
+from .core import TENANT_PATTERN, Catalog, ConfigError, ScrapeError
 
 METRICS_TOKEN_VARIABLES = ("METRICS_BEARER", "RCM_REALTIME_METRICS_BEARER")
 ADMIN_TOKEN_VARIABLE = "RCM_REALTIME_ADMIN_TOKEN"
@@ -217,6 +218,12 @@ async def _subscribers(
         return f"admin listing unusable: {error}"
 
 
+async def diagnose_live(options: DiagnoseOptions, catalog: Catalog) -> Diagnosis:
+    """Read the replicas and diagnose: what the command does, for other callers
+    (a scenario that wants the operator's verdict on the hubs it runs)."""
+    return diagnose(options.tenant, await read_replicas(options), catalog)
+
+
 # -- command line ------------------------------------------------------------------
 
 
@@ -317,8 +324,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    readings = asyncio.run(read_replicas(options))
-    result = diagnose(options.tenant, readings, catalog)
+    result = asyncio.run(diagnose_live(options, catalog))
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
@@ -330,6 +336,7 @@ __all__ = [
     "UNDIAGNOSABLE_EXIT",
     "DiagnoseOptions",
     "add_diagnose",
+    "diagnose_live",
     "normalize_url",
     "read_replicas",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub import Replica, load_catalog, new_event_id, now_iso
+from hub import Replica, diagnose_live, load_catalog, new_event_id, now_iso
 from hub._diagnose import (
     Basis,
     Diagnosis,
@@ -66,8 +66,7 @@ async def run_diagnose(
         admin_token=admin_token if admin else None,
         interval_s=INTERVAL_S,
     )
-    readings = await read_replicas(options)
-    result = diagnose(tenant, readings, catalog or load_catalog())
+    result = await diagnose_live(options, catalog or load_catalog())
     # Rendering must work for every situation; its text is checked where it matters.
     render_text(result)
     json.dumps(result.as_json())
