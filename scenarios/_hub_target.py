@@ -459,8 +459,12 @@ class _Client:
 
     async def play(self) -> None:
         run = self.run
-        await run.sleep_until(self.group.connect_at_s)
-        next_dark = self.group.dark_after_s + self.group.connect_at_s
+        group = self.group
+        first_connect = (
+            group.connect_at_s + group.connect_over_s * self.index / group.count
+        )
+        await run.sleep_until(first_connect)
+        next_dark = group.dark_after_s + first_connect
         while not run.stopping:
             slot = run.slots[self.replica_turn % len(run.slots)]
             outcome = await self._connection(slot, next_dark)
