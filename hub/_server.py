@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ._bus import Bus, QueuedSubscription, Subscription
 from ._config import Settings
+from ._dashboard import add_dashboard
 from ._logging import log_event
 from ._metrics import LatencyHistogram, replica_registry
 from ._publisher import EventPublisher, new_event_id, now_iso
@@ -318,6 +319,7 @@ class Replica:
         app.router.add_put("/v1/realtime/admin/bus/faults", self.admin_bus_faults)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        add_dashboard(app, lambda: self.core.catalog)
         return app
 
     def _claims(self, request: web.Request, *, allow_query: bool = False) -> Claims:

@@ -10,7 +10,6 @@ divided by it, so the same events happen in less wall time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -400,32 +399,19 @@ class HubRun:
         return list(records.values())
 
     def permission_at(self, event_type: str, at_s: float) -> str | None:
+        """The permission an event type needed when it was published: the latest
+        row deployed by then, else the shipped catalog's row."""
         permission = None
-        row = load_catalog_row(self.catalog_changes, event_type, at_s)
+        row = _SHIPPED_CATALOG.row(event_type)
         if row is not None:
             permission = row.required_permission
-        else:
-            base = self._base_catalog.row(event_type)
-            permission = base.required_permission if base else None
+        for changed_at, deployed in self.catalog_changes:
+            if changed_at <= at_s and deployed.type == event_type:
+                permission = deployed.required_permission
         return permission
-
-    @property
-    def _base_catalog(self) -> Catalog:
-        return _SHIPPED_CATALOG
 
 
 _SHIPPED_CATALOG = load_catalog()
-
-
-def load_catalog_row(
-    changes: list[tuple[float, CatalogRow]], event_type: str, at_s: float
-) -> CatalogRow | None:
-    """The row for ``event_type`` deployed at or before ``at_s``, if any."""
-    found = None
-    for changed_at, row in changes:
-        if changed_at <= at_s and row.type == event_type:
-            found = row
-    return found
 
 
 class _Client:
@@ -459,8 +445,12 @@ class _Client:
 
     async def play(self) -> None:
         run = self.run
-        await run.sleep_until(self.group.connect_at_s)
-        next_dark = self.group.dark_after_s + self.group.connect_at_s
+        group = self.group
+        first_connect = (
+            group.connect_at_s + group.connect_over_s * self.index / group.count
+        )
+        await run.sleep_until(first_connect)
+        next_dark = group.dark_after_s + first_connect
         while not run.stopping:
             slot = run.slots[self.replica_turn % len(run.slots)]
             outcome = await self._connection(slot, next_dark)
@@ -594,6 +584,3 @@ async def run_on_hub(
     return await HubRun(
         scenario, time_scale=time_scale, bus_url=bus_url, progress=progress
     ).run()
-
-
-__all__ = ["HubRun", "contextlib", "run_on_hub"]

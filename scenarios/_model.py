@@ -100,6 +100,7 @@ class SubscriberGroup:
     dark_after_s: float
     dark_for_s: float
     connect_at_s: float
+    connect_over_s: float = 0.0  # first connections spread evenly over this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class EventStream:
     rate_per_s: float
     start_s: float
     stop_s: float | None
+    payload_bytes: int = 0  # padding in each payload, for realistic frame sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +461,7 @@ def _group(table: _Table, replicas: int) -> SubscriberGroup:
         dark_after_s=table.number("dark_after_s", 5.0),
         dark_for_s=table.number("dark_for_s", 5.0),
         connect_at_s=table.number("connect_at_s", 0.0),
+        connect_over_s=table.number("connect_over_s", 0.0),
     )
     table.done()
     if not group.roles and not group.scopes:
@@ -487,6 +490,7 @@ def _stream(table: _Table, duration_s: float) -> EventStream:
         rate_per_s=table.number("rate_per_s", strictly_above=True),
         start_s=table.number("start_s", 0.0),
         stop_s=table.optional_number("stop_s"),
+        payload_bytes=table.integer("payload_bytes", 0),
     )
     table.done()
     if not stream.types:

@@ -7,7 +7,7 @@ the same events at the same scenario times and their counters can be compared.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._model import Scenario
 
@@ -20,6 +20,7 @@ class ScheduledEvent:
     type: str
     trading_partner: str | None = None
     isa13: str | None = None
+    payload_bytes: int = 0
 
     def envelope(self, occurred_at: str) -> dict[str, object]:
         document: dict[str, object] = {
@@ -27,7 +28,9 @@ class ScheduledEvent:
             "type": self.type,
             "tenantId": self.tenant,
             "occurredAt": occurred_at,
-            "payload": {"seq": self.event_id},
+            "payload": {"seq": self.event_id, "pad": "x" * self.payload_bytes}
+            if self.payload_bytes
+            else {"seq": self.event_id},
         }
         if self.trading_partner is not None:
             document["batch"] = {
@@ -58,10 +61,13 @@ class Schedule:
 
 
 def build_schedule(scenario: Scenario) -> Schedule:
-    """Poisson streams and interchange trains, drawn from the scenario's seed."""
+    """Poisson streams and interchange trains, drawn from the scenario's seed.
+
+    Ids are numbered in time order after drawing, so the same scenario and seed
+    give the same events with the same ids on every target.
+    """
     rng = random.Random(scenario.seed)
-    drawn: list[tuple[float, int, str, str, str | None, str | None]] = []
-    order = 0
+    drawn: list[tuple[float, int, ScheduledEvent]] = []
     for stream_index, stream in enumerate(scenario.streams):
         stream_rng = random.Random(rng.randrange(2**63) + stream_index)
         stop = min(stream.stop_s or scenario.duration_s, scenario.duration_s)
@@ -70,10 +76,14 @@ def build_schedule(scenario: Scenario) -> Schedule:
             at += stream_rng.expovariate(stream.rate_per_s)
             if at >= stop:
                 break
-            drawn.append(
-                (at, order, stream.tenant, stream_rng.choice(stream.types), None, None)
+            event = ScheduledEvent(
+                at_s=at,
+                event_id="",
+                tenant=stream.tenant,
+                type=stream_rng.choice(stream.types),
+                payload_bytes=stream.payload_bytes,
             )
-            order += 1
+            drawn.append((at, len(drawn), event))
 
     interchanges: list[Interchange] = []
     for spec_index, spec in enumerate(scenario.interchanges):
@@ -91,17 +101,15 @@ def build_schedule(scenario: Scenario) -> Schedule:
                 if at >= scenario.duration_s:
                     break
                 times.append(at)
-                drawn.append(
-                    (
-                        at,
-                        order,
-                        spec.tenant,
-                        spec.event_type,
-                        spec.trading_partner,
-                        isa13,
-                    )
+                event = ScheduledEvent(
+                    at_s=at,
+                    event_id="",
+                    tenant=spec.tenant,
+                    type=spec.event_type,
+                    trading_partner=spec.trading_partner,
+                    isa13=isa13,
                 )
-                order += 1
+                drawn.append((at, len(drawn), event))
             if times:
                 interchanges.append(
                     Interchange(spec.tenant, spec.trading_partner, isa13, tuple(times))
@@ -110,14 +118,7 @@ def build_schedule(scenario: Scenario) -> Schedule:
 
     drawn.sort(key=lambda item: (item[0], item[1]))
     events = tuple(
-        ScheduledEvent(
-            at_s=at,
-            event_id=f"{scenario.name}-{n:07d}",
-            tenant=tenant,
-            type=event_type,
-            trading_partner=partner,
-            isa13=isa13,
-        )
-        for n, (at, _, tenant, event_type, partner, isa13) in enumerate(drawn)
+        replace(event, event_id=f"{scenario.name}-{n:07d}")
+        for n, (_, _, event) in enumerate(drawn)
     )
     return Schedule(events, tuple(interchanges))

@@ -12,6 +12,8 @@ from ._batches import (
 )
 from ._catalog import (
     EVENT_TYPE_PATTERN,
+    PERMISSION_PATTERN,
+    ROLE_PATTERN,
     SEVERITIES,
     Catalog,
     CatalogRow,
@@ -34,6 +36,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    ScrapeError,
     StreamLimitError,
     TokenError,
 )
@@ -75,7 +78,9 @@ __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
     "NO_FAULTS",
+    "PERMISSION_PATTERN",
     "PING_FRAME",
+    "ROLE_PATTERN",
     "SEVERITIES",
     "TENANT_PATTERN",
     "TOKEN_TEXT_PATTERN",
@@ -106,6 +111,7 @@ __all__ = [
     "Principal",
     "RealtimeError",
     "ReplayBuffer",
+    "ScrapeError",
     "StreamLimitError",
     "Subscriber",
     "SubscriberState",
