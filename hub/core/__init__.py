@@ -12,6 +12,8 @@ from ._batches import (
 )
 from ._catalog import (
     EVENT_TYPE_PATTERN,
+    PERMISSION_PATTERN,
+    ROLE_PATTERN,
     SEVERITIES,
     Catalog,
     CatalogRow,
@@ -20,6 +22,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -28,11 +31,24 @@ from ._envelope import (
     parse_timestamp,
 )
 from ._errors import (
+    BusUnavailable,
     CatalogError,
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    ScrapeError,
+    StreamLimitError,
     TokenError,
+)
+from ._faults import (
+    NO_FAULTS,
+    FaultInjector,
+    FaultKind,
+    Faults,
+    FaultStatistics,
+    Latency,
+    LatencySampler,
+    LatencyShape,
 )
 from ._frames import (
     PING_FRAME,
@@ -56,15 +72,21 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "NO_FAULTS",
+    "PERMISSION_PATTERN",
     "PING_FRAME",
+    "ROLE_PATTERN",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
+    "BusUnavailable",
     "Catalog",
     "CatalogError",
     "CatalogRow",
@@ -76,11 +98,21 @@ __all__ = [
     "EncodedEvent",
     "Envelope",
     "EnvelopeError",
+    "FaultInjector",
+    "FaultKind",
+    "FaultStatistics",
+    "Faults",
     "HubCore",
     "HubStatistics",
+    "Latency",
+    "LatencySampler",
+    "LatencyShape",
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "ScrapeError",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",
