@@ -21,6 +21,7 @@ replica built on the same core, plugs in by implementing ``HubUnderTest``.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -44,6 +45,7 @@ from hub.core import (
     HubCore,
     HubStatistics,
     Principal,
+    StreamLimitError,
     Subscriber,
     SubscriberState,
     TenantCounters,
@@ -73,11 +75,19 @@ UNKNOWN_TYPES = ("claim.archived", "widget.created")
 PARTNERS = ("availity",)
 ISA13S = ("000000001", "000000002")
 # Small numbers so that full queues, evictions and quiet windows happen often.
-MACHINE_SETTINGS = CoreSettings(queue_size=3, evict_after_s=10.0, quiet_window_s=5.0)
-# Steps of virtual time around the quiet window's edges, and around the eviction
-# time's (half of it, just under, exactly, just over).
-STEPS_S = (0.0, 0.5, 1.0, 2.5, 4.5, 5.0, 5.5)
-EVICTION_STEPS_S = (5.0, 9.5, 10.0, 10.5)
+MACHINE_SETTINGS = CoreSettings(
+    queue_size=3,
+    evict_after_s=10.0,
+    quiet_window_s=5.0,
+    replay_max_events=6,
+    replay_max_age_s=20.0,
+    max_streams_per_tenant=4,
+    max_streams_per_token=2,
+)
+TOKENS = ("", "token-a", "token-b")
+# Steps of virtual time around the quiet window's edges (also half the eviction
+# time), and around the eviction time's.
+STEPS_S = (0.0, 0.5, 1.0, 2.5, 4.5, 5.0, 5.5, 9.5, 10.0, 10.5)
 FAREWELL_CAUSE = {
     "admin_disconnect": DisconnectReason.ADMIN,
     "shutdown": DisconnectReason.SHUTDOWN,
@@ -116,8 +126,12 @@ class HubUnderTest(Protocol):
 
     def now(self) -> float: ...
 
-    def subscribe(self, principal: Principal) -> Connection:
-        """Open a stream; raises RuntimeError once the replica is closed."""
+    def subscribe(
+        self, principal: Principal, last_event_id: str | None = None
+    ) -> Connection:
+        """Open a stream, replaying what followed ``last_event_id`` when given;
+        raises RuntimeError once the replica is closed, StreamLimitError over a
+        cap."""
         ...
 
     def unsubscribe(self, connection: Connection) -> None:
@@ -175,7 +189,11 @@ class CoreAdapter:
         self.catalog = catalog
         self.clock = FakeClock()
         self.core = HubCore(
-            catalog=catalog, clock=self.clock, replica_id="r1", settings=settings
+            catalog=catalog,
+            clock=self.clock,
+            replica_id="r1",
+            settings=settings,
+            rng=random.Random(0),
         )
         self.connections: list[Connection] = []
         self._completed: list[Envelope] = []
@@ -184,8 +202,10 @@ class CoreAdapter:
     def now(self) -> float:
         return self.clock.t
 
-    def subscribe(self, principal: Principal) -> Connection:
-        subscriber = self.core.subscribe(principal)
+    def subscribe(
+        self, principal: Principal, last_event_id: str | None = None
+    ) -> Connection:
+        subscriber = self.core.subscribe(principal, last_event_id=last_event_id)
         connection = Connection(subscriber)
         connection.receive(
             ready_frame(
@@ -195,6 +215,8 @@ class CoreAdapter:
                 retry_ms=self.settings.retry_ms,
             )
         )
+        if subscriber.notice is not None:
+            connection.receive(subscriber.notice)
         self.connections.append(connection)
         return connection
 
@@ -268,10 +290,14 @@ class Stream:
     """What one stream must look like, as the contract says."""
 
     connection: Connection
-    tenant_id: str
-    scopes: frozenset[str]
+    principal: Principal
     state: SubscriberState = SubscriberState.OPEN
     queue: list[str] = field(default_factory=list)
+    # Frames at the head of the queue that a reconnect replayed; they do not count
+    # against the queue bound.
+    replay_pending: int = 0
+    # The Last-Event-ID the replica could not replay: a reload notice follows ready.
+    reload_for: str | None = None
     delivered: list[str] = field(default_factory=list)
     backpressure_since: float | None = None
     farewell: str | None = None
@@ -279,6 +305,15 @@ class Stream:
     reason: DisconnectReason | None = None
     written_at_end: int | None = None
     ended_at: float | None = None
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.principal.scopes
+
     live_at_close: bool = False
 
 
@@ -302,6 +337,8 @@ class Model:
     # Buckets whose quiet window passed before their next event arrived: complete,
     # waiting for the next tick to be announced.
     overdue: list[tuple[tuple[str, str, str], Bucket]] = field(default_factory=list)
+    # Per tenant, what a reconnect can replay: (dispatched at, id, type), oldest first.
+    replay: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
 
     def tally(self, tenant_id: str) -> TenantCounters:
         return self.tallies.setdefault(tenant_id, TenantCounters())
@@ -317,6 +354,7 @@ class Model:
             return
         if from_bus:
             tally.dispatched[envelope.type] = tally.dispatched.get(envelope.type, 0) + 1
+        self.remember(envelope)
         audience = [
             s
             for s in self.streams
@@ -327,7 +365,7 @@ class Model:
         for stream in audience:
             if row.required_permission not in stream.scopes:
                 tally.dropped_permission += 1
-            elif len(stream.queue) >= self.settings.queue_size:
+            elif len(stream.queue) - stream.replay_pending >= self.settings.queue_size:
                 tally_event("dropped on backpressure")
                 tally.dropped_backpressure += 1
                 overflowing.append(stream)
@@ -341,6 +379,51 @@ class Model:
                 self.end(stream, DisconnectReason.EVICTED)
         if from_bus and envelope.batch is not None:
             self.observe(envelope)
+
+    def remember(self, envelope: Envelope) -> None:
+        kept = self.replay.setdefault(envelope.tenant_id, [])
+        kept.append((self.now, envelope.id, envelope.type))
+        del kept[: max(0, len(kept) - self.settings.replay_max_events)]
+        self.expire(kept)
+
+    def expire(self, kept: list[tuple[float, str, str]]) -> None:
+        oldest_allowed = self.now - self.settings.replay_max_age_s
+        while kept and kept[0][0] < oldest_allowed:
+            del kept[0]
+
+    def open_stream(self, stream: Stream, last_event_id: str | None) -> None:
+        tally = self.tally(stream.tenant_id)
+        if last_event_id is not None:
+            kept = self.replay.get(stream.tenant_id, [])
+            self.expire(kept)
+            ids = [event_id for _, event_id, _ in kept]
+            if last_event_id in ids:
+                after = len(ids) - ids[::-1].index(last_event_id)
+                for _, event_id, event_type in kept[after:]:
+                    row = self.catalog.row(event_type)
+                    if row is not None and row.required_permission in stream.scopes:
+                        stream.queue.append(event_id)
+                stream.replay_pending = len(stream.queue)
+                tally.fanout += len(stream.queue)
+                tally.queued += len(stream.queue)
+            else:
+                stream.reload_for = last_event_id
+        self.streams.append(stream)
+        tally.subscribers += 1
+
+    def refusal(self, principal: Principal) -> str | None:
+        """Why the replica must refuse this stream, if it must."""
+        live = self.live()
+        if sum(s.tenant_id == principal.tenant_id for s in live) >= (
+            self.settings.max_streams_per_tenant
+        ):
+            return "tenant"
+        token = principal.token_id
+        if token and sum(s.principal.token_id == token for s in live) >= (
+            self.settings.max_streams_per_token
+        ):
+            return "token"
+        return None
 
     def observe(self, envelope: Envelope) -> None:
         assert envelope.batch is not None
@@ -382,6 +465,7 @@ class Model:
         if count:
             stream.delivered += stream.queue[:count]
             del stream.queue[:count]
+            stream.replay_pending = max(0, stream.replay_pending - count)
             tally = self.tally(stream.tenant_id)
             tally.delivered += count
             tally.queued -= count
@@ -520,20 +604,72 @@ class HubMachine(RuleBasedStateMachine):
     )
     def first_streams(self, streams: list[tuple[str, frozenset[str]]]) -> None:
         for tenant, scopes in streams:
-            self.subscribe(tenant, scopes)
+            self.subscribe(tenant, scopes, "")
 
-    @rule(tenant=st.sampled_from(TENANTS), scopes=scope_sets)
-    def subscribe(self, tenant: str, scopes: frozenset[str]) -> None:
-        principal = Principal(subject="user", tenant_id=tenant, scopes=scopes)
+    @rule(
+        tenant=st.sampled_from(TENANTS),
+        scopes=scope_sets,
+        token=st.sampled_from(TOKENS),
+    )
+    def subscribe(self, tenant: str, scopes: frozenset[str], token: str) -> None:
+        principal = Principal("user", tenant, scopes, token_id=token)
+        self._open(principal, None)
+
+    def _open(self, principal: Principal, last_event_id: str | None) -> None:
         if self.model.closed:
             try:
-                self.hub.subscribe(principal)
+                self.hub.subscribe(principal, last_event_id)
             except RuntimeError:
                 return
             raise AssertionError("a closed replica accepted a new stream")
-        connection = self.hub.subscribe(principal)
-        self.model.streams.append(Stream(connection, tenant, scopes))
-        self.model.tally(tenant).subscribers += 1
+        refusal = self.model.refusal(principal)
+        if refusal is not None:
+            try:
+                self.hub.subscribe(principal, last_event_id)
+            except StreamLimitError:
+                tally_event(f"refused over the {refusal} cap")
+                return
+            raise AssertionError(f"a stream over the {refusal} cap was accepted")
+        connection = self.hub.subscribe(principal, last_event_id)
+        self.model.open_stream(Stream(connection, principal), last_event_id)
+
+    @precondition(lambda self: self.model.streams and not self.model.closed)
+    @rule(
+        index=pick,
+        sends=st.sampled_from(("its last id", "another tenant's id", "an unknown id")),
+    )
+    def reconnect(self, index: int, sends: str) -> None:
+        """A client reconnects, as EventSource does, with a Last-Event-ID."""
+        candidates = self.model.streams
+        if sends == "its last id":
+            # A client that has read something; one that has not sends no id.
+            candidates = [s for s in candidates if s.delivered] or candidates
+        stream = self._choose(candidates, index)
+        if stream.state is not SubscriberState.CLOSED:
+            self.client_leaves(self.model.live().index(stream))
+        if sends == "its last id":
+            last_event_id = stream.delivered[-1] if stream.delivered else None
+        elif sends == "another tenant's id":
+            foreign = [
+                event_id
+                for tenant, kept in self.model.replay.items()
+                if tenant != stream.tenant_id
+                for _, event_id, _ in kept
+            ]
+            last_event_id = foreign[-1] if foreign else "e0"
+        else:
+            last_event_id = "never-sent"
+        tally_event(f"reconnect sending {sends}")
+        before = len(self.model.streams)
+        self._open(stream.principal, last_event_id)
+        if len(self.model.streams) > before and sends == "its last id":
+            fresh = self.model.streams[-1]
+            if fresh.replay_pending:
+                tally_event("reconnect replayed events")
+            repeated = set(stream.delivered) & {
+                f.envelope.id for f in fresh.connection.subscriber.queue
+            }
+            assert not repeated, f"replay repeats what the client had: {repeated}"
 
     @precondition(lambda self: self.model.live())
     @rule(index=pick)
@@ -573,27 +709,23 @@ class HubMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._reading())
     @rule(index=pick, frames=st.integers(min_value=1, max_value=4))
     def drain(self, index: int, frames: int) -> None:
-        stream = self._choose(self._reading(), index)
+        reading = self._reading()
+        # A client with something to read, when there is one.
+        waiting = [s for s in reading if s.queue or s.state is SubscriberState.CLOSING]
+        stream = self._choose(waiting or reading, index)
         self.hub.drain(stream.connection, frames)
         self.model.write(stream, frames)
         self._settle_writes()
 
-    @precondition(lambda self: self._reading())
+    @precondition(lambda self: self.model.live())
     @rule(index=pick)
-    def stall(self, index: int) -> None:
-        stream = self._choose(self._reading(), index)
-        self.hub.stall(stream.connection)
-
-    @precondition(lambda self: self._stalled())
-    @rule(index=pick)
-    def resume(self, index: int) -> None:
-        stream = self._choose(self._stalled(), index)
-        self.hub.resume(stream.connection)
-
-    @rule(seconds=st.sampled_from(EVICTION_STEPS_S))
-    def wait_near_eviction(self, seconds: float) -> None:
-        """About an eviction time passes and the timer fires."""
-        self.advance(seconds, True)
+    def stall_or_resume(self, index: int) -> None:
+        """A client stops reading, or a stalled one reads again."""
+        stream = self._choose(self.model.live(), index)
+        if stream.connection.stalled:
+            self.hub.resume(stream.connection)
+        else:
+            self.hub.stall(stream.connection)
 
     @rule(seconds=st.sampled_from(STEPS_S), tick=st.booleans())
     def advance(self, seconds: float, tick: bool) -> None:
@@ -709,7 +841,7 @@ class HubMachine(RuleBasedStateMachine):
             written = [
                 (e.type, json.loads(e.data)["tenantId"])
                 for e in stream.connection.events[1:]
-                if e.type != "server_shutdown"
+                if e.type not in ("server_shutdown", "reload")
             ]
             queued = [(f.envelope.type, f.envelope.tenant_id) for f in subscriber.queue]
             for event_type, tenant in queued + written:
@@ -806,6 +938,12 @@ class HubMachine(RuleBasedStateMachine):
             if stream.state is SubscriberState.CLOSED:
                 assert subscriber.disconnect_reason is stream.reason
             body = stream.connection.events[1:]
+            if stream.reload_for is not None:
+                notice = body.pop(0)
+                assert (notice.type, json.loads(notice.data)) == (
+                    "reload",
+                    {"reason": "replay_unavailable", "lastEventId": stream.reload_for},
+                ), f"{subscriber.id} opened with {notice}"
             if stream.farewell_written:
                 farewell = json.loads(body.pop().data)
                 assert farewell == {"reason": stream.farewell}
