@@ -777,8 +777,10 @@ class HubMachine(RuleBasedStateMachine):
         self.hub.close()
         self.model.closed = True
         for subscriber in self.hub.subscribers():
-            assert subscriber.state is not SubscriberState.OPEN, subscriber.id
-            assert subscriber.farewell is not None, subscriber.id
+            assert subscriber.state is not SubscriberState.OPEN, (
+                f"{subscriber.id} still open after close"
+            )
+            assert subscriber.farewell is not None, f"{subscriber.id} has no farewell"
         for stream in self.model.live():
             stream.live_at_close = True
             if stream.state is SubscriberState.OPEN:
