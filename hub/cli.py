@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._config import load_catalog, settings_from_env
+from ._load_cli import add_load
 from ._logging import configure_logging
 from ._serve import ServeOptions, serve
 from ._tokens import issue_token, parse_duration
@@ -132,6 +133,7 @@ REGISTRARS: list[
 ] = [
     _add_serve,
     _add_token,
+    add_load,
 ]
 
 
