@@ -203,8 +203,23 @@ def start_hubs(options: LoadOptions, directory: Path) -> Hubs:
         )
     urls = [f"http://127.0.0.1:{port + n}" for n in range(options.replicas)]
     hubs = Hubs(urls, secret, bearer, process, log_path)
+    try:
+        _wait_hubs_ready(hubs, process, log_path)
+    except BaseException:
+        hubs.stop()
+        raise
+    say(
+        f"started {options.replicas} replica(s) on 127.0.0.1 ports "
+        f"{port}-{port + options.replicas - 1} (in-process bus; log {log_path})"
+    )
+    return hubs
+
+
+def _wait_hubs_ready(
+    hubs: Hubs, process: subprocess.Popen[bytes], log_path: Path
+) -> None:
     deadline = time.monotonic() + HUB_START_TIMEOUT_S
-    pending = list(urls)
+    pending = list(hubs.urls)
     while pending:
         if process.poll() is not None:
             raise LoadError(
@@ -212,7 +227,6 @@ def start_hubs(options: LoadOptions, directory: Path) -> Hubs:
                 + _tail(log_path)
             )
         if time.monotonic() > deadline:
-            hubs.stop()
             raise LoadError(
                 f"the hub did not become ready in {HUB_START_TIMEOUT_S:.0f} s:\n"
                 + _tail(log_path)
@@ -220,11 +234,6 @@ def start_hubs(options: LoadOptions, directory: Path) -> Hubs:
         pending = [url for url in pending if not _ready(url)]
         if pending:
             time.sleep(0.1)
-    say(
-        f"started {options.replicas} replica(s) on 127.0.0.1 ports "
-        f"{port}-{port + options.replicas - 1} (in-process bus; log {log_path})"
-    )
-    return hubs
 
 
 def target_hubs(options: LoadOptions) -> Hubs:
@@ -245,11 +254,20 @@ def target_hubs(options: LoadOptions) -> Hubs:
 
 
 def _ready(url: str) -> bool:
+    return _probe(url) is None
+
+
+def _probe(url: str) -> str | None:
+    """None when the replica answers ``/readyz`` with 200, else what is wrong."""
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return int(response.status) == 200
-    except (OSError, ValueError):
-        return False
+        with urllib.request.urlopen(f"{url}/readyz", timeout=3):
+            return None
+    except urllib.error.HTTPError as error:
+        return f"{url}/readyz answered {error.code}: the replica is not ready"
+    except urllib.error.URLError as error:
+        return f"cannot reach {url} ({error.reason}): is the hub running there?"
+    except (OSError, ValueError) as error:
+        return f"cannot reach {url} ({error})"
 
 
 def scrape(hubs: Hubs, url: str) -> Scrape:
@@ -536,9 +554,19 @@ def run_load(options: LoadOptions) -> int:
     if find_spec("locust") is None:
         raise LoadError("Locust is not installed: pip install locust")
     locustfile_path()
+    hubs: Hubs | None = None
+    if options.urls:
+        # Running hubs are checked before anything is written.
+        hubs = target_hubs(options)
+        problems = [p for p in (_probe(url) for url in hubs.urls) if p is not None]
+        if problems:
+            raise LoadError("; ".join(problems))
+        scrape_all(hubs)
     directory = _report_directory(options.report_dir)
     try:
-        result = _run(options, directory)
+        if hubs is None:
+            hubs = start_hubs(options, directory)
+        result = _run(options, directory, hubs)
     except KeyboardInterrupt:
         say(f"interrupted; what was written is in {directory}")
         return 130
@@ -570,16 +598,12 @@ def _report_directory(parent: Path) -> Path:
     raise LoadError(f"too many reports named load-{stamp} in {parent}")
 
 
-def _run(options: LoadOptions, directory: Path) -> RunResult:
+def _run(options: LoadOptions, directory: Path, hubs: Hubs) -> RunResult:
     run_id = uuid.uuid4().hex[:6]
     tenants = [f"load-{run_id}-{n}" for n in range(1, options.tenants + 1)]
     warnings: list[str] = []
-    hubs = target_hubs(options) if options.urls else start_hubs(options, directory)
     locust: LocustRun | None = None
     try:
-        for url in hubs.urls:
-            if not _ready(url):
-                raise LoadError(f"{url}/readyz does not answer 200: is the hub up?")
         start = scrape_all(hubs)
         locust = start_locust(options, hubs, tenants, run_id, directory)
         sampler = Sampler(
