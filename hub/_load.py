@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._load_reconcile import Reconciliation, Scrape, accepted_per_tenant, reconcile
+from ._load_reconcile import (
+    Reconciliation,
+    Scrape,
+    accepted_per_tenant,
+    hub_latency_quantiles,
+    reconcile,
+)
 from ._tokens import issue_token
 from .core import ConfigError, RealtimeError
 
@@ -452,6 +458,8 @@ class Sample:
     scrapes: dict[str, Scrape]
     locust_cpu: dict[int, float]
     hub_cpu: float | None
+    # The whole machine, all cores, 0-100: others' work shows here too.
+    machine_cpu: float
 
 
 @dataclass(slots=True)
@@ -474,8 +482,15 @@ class Sampler:
         hub_cpu = None
         if self.hub_cpu is not None:
             hub_cpu = sum(self.hub_cpu.sample().values())
+        import psutil
+
         sample = Sample(
-            time.time() - self.t0, phase, scrapes, self.locust_cpu.sample(), hub_cpu
+            time.time() - self.t0,
+            phase,
+            scrapes,
+            self.locust_cpu.sample(),
+            hub_cpu,
+            float(psutil.cpu_percent(None)),
         )
         self.samples.append(sample)
         return sample
@@ -493,12 +508,13 @@ class Sampler:
             delivered = total["delivered"] - self._totals(previous)["delivered"]
             rate = f" ({delivered / (sample.t - previous.t):,.0f}/s)"
         busiest = max(sample.locust_cpu.values(), default=0.0)
-        hub = "" if sample.hub_cpu is None else f", hub CPU {sample.hub_cpu:.0f}%"
+        hub = "" if sample.hub_cpu is None else f", hub {sample.hub_cpu:.0f}%"
         say(
             f"t={sample.t:4.0f}s {sample.phase}: {total['subscribers']:.0f} streams, "
             f"{total['delivered']:,.0f} delivered{rate}, {total['queued']:.0f} queued, "
             f"drops bp {total['backpressure']:.0f} disc {total['disconnected']:.0f}; "
-            f"busiest Locust process {busiest:.0f}% CPU{hub}"
+            f"CPU: busiest Locust process {busiest:.0f}%{hub}, machine "
+            f"{sample.machine_cpu:.0f}%"
         )
 
     def _totals(self, sample: Sample) -> dict[str, float]:
@@ -673,6 +689,7 @@ def _run(options: LoadOptions, directory: Path, hubs: Hubs) -> RunResult:
         started_at=sampler.t0,
         samples=sampler.samples,
         reconciliation=reconciliation,
+        hub_latency=hub_latency_quantiles(start, end),
         clients=clients,
         published=published,
         warnings=warnings,

@@ -377,3 +377,36 @@ def _drop_checks(
         count = int(clients.get(name, 0))
         checks.append(Check(f"no {what}", count == 0, f"{count} {what}"))
     return checks
+
+
+def hub_latency_quantiles(
+    start: Mapping[str, Scrape],
+    end: Mapping[str, Scrape],
+    quantiles: Iterable[float] = (0.5, 0.9, 0.99),
+) -> dict[str, float | None]:
+    """Quantiles of the hubs' own ``occurredAt`` to frame-written latency over the
+    run, in ms, as the upper bound of the histogram bucket that holds them (all
+    replicas together; ``None`` past the last finite bucket or without data)."""
+    name = "rcm_realtime_delivery_latency_seconds_bucket"
+    counts: dict[float, float] = {}
+    for replica, last in end.items():
+        first = start.get(replica)
+        for (sample_name, labels), value in last.samples.items():
+            if sample_name != name:
+                continue
+            bound = float(dict(labels)["le"])
+            before = first.samples.get((sample_name, labels), 0.0) if first else 0.0
+            counts[bound] = counts.get(bound, 0.0) + value - before
+    bounds = sorted(counts)
+    total = counts.get(float("inf"), 0.0)
+    result: dict[str, float | None] = {}
+    for quantile in quantiles:
+        key = f"{quantile * 100:g}%"
+        result[key] = None
+        if total <= 0:
+            continue
+        for bound in bounds:
+            if counts[bound] >= quantile * total:
+                result[key] = None if bound == float("inf") else bound * 1000
+                break
+    return result

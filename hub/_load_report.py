@@ -43,6 +43,7 @@ def write_report(
     started_at: float,
     samples: Sequence[Sample],
     reconciliation: Reconciliation,
+    hub_latency: dict[str, float | None],
     clients: dict[str, Any] | None,
     published: dict[str, Any] | None,
     warnings: list[str],
@@ -81,6 +82,7 @@ def write_report(
         timeline=timeline,
         stats=stats,
         reconciliation=reconciliation,
+        hub_latency=hub_latency,
         clients=clients,
         published=published,
         warnings=warnings,
@@ -212,6 +214,7 @@ def _summary(
     timeline: list[dict[str, Any]],
     stats: list[dict[str, str]],
     reconciliation: Reconciliation,
+    hub_latency: dict[str, float | None],
     clients: dict[str, Any] | None,
     published: dict[str, Any] | None,
     warnings: list[str],
@@ -234,6 +237,26 @@ def _summary(
         name: _number(event_row.get(name))
         for name in ("50%", "90%", "95%", "99%", "100%")
     }
+    machine = [s.machine_cpu for s in publishing]
+    machine_mean = sum(machine) / len(machine) if machine else 0.0
+    if machine_mean >= 90:
+        warnings.append(
+            f"the machine's CPUs were {machine_mean:.0f}% busy on average while "
+            "publishing (this run's processes and anything else on the machine): "
+            "every latency here includes waiting for a CPU"
+        )
+    client_median, hub_p99 = latency["50%"], hub_latency.get("99%")
+    if (
+        client_median is not None
+        and hub_p99 is not None
+        and client_median > hub_p99 + 100
+    ):
+        warnings.append(
+            f"the clients' median latency ({client_median:g} ms) is far above "
+            f"the hubs' own 99th percentile (<= {hub_p99:g} ms): most of it is "
+            "the load generator working through bursts; use --processes or "
+            "fewer users per process for latency figures"
+        )
     return {
         "command": command,
         "options": {
@@ -261,6 +284,8 @@ def _summary(
         "events_per_s_received": round(rate, 1),
         "peak_open_streams": max(streams, default=0),
         "latency_ms": latency,
+        "hub_latency_ms": hub_latency,
+        "machine_cpu_percent_mean": round(machine_mean, 1),
         "hub_cpu_percent": {
             "mean": round(sum(hub_cpu) / len(hub_cpu), 1) if hub_cpu else None,
             "max": round(max(hub_cpu), 1) if hub_cpu else None,
@@ -307,15 +332,18 @@ def _charts(
         (directory / f"{name}.png").write_bytes(buffer.getvalue())
         charts[name] = base64.b64encode(buffer.getvalue()).decode("ascii")
 
+    from matplotlib.ticker import FuncFormatter
+
     figure, axes = plt.subplots(figsize=(9, 3.6))
     for name in PERCENTILES:
-        points = [(r["t"], r[name]) for r in history if r[name] is not None]
+        points = [(r["t"], r[name]) for r in history if r[name]]
         if points:
             label = "max" if name == "100%" else f"p{name.rstrip('%')}"
             axes.plot(*zip(*points, strict=True), label=label)
     axes.set_xlabel("s since start")
     axes.set_ylabel("ms, occurredAt to received")
-    axes.set_yscale("symlog", linthresh=10)
+    axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.legend(loc="upper left")
     save("latency", "End-to-end latency (Locust, sliding window)", figure)
 
@@ -447,7 +475,18 @@ def _html(
                 for k in ("50%", "90%", "99%", "100%")
             ),
         ),
+        (
+            "hubs' own latency p50 / p90 / p99 (ms, histogram bucket bounds)",
+            " / ".join(
+                "n/a" if v is None else f"<= {v:g}"
+                for v in summary["hub_latency_ms"].values()
+            ),
+        ),
         ("hub CPU, mean / max (% of a core)", _pair(summary["hub_cpu_percent"])),
+        (
+            "machine CPU while publishing, mean (% of all cores)",
+            summary["machine_cpu_percent_mean"],
+        ),
         (
             "busiest Locust process CPU, mean / max",
             _pair(summary["locust_cpu_percent_busiest"]),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub._load_reconcile import Scrape, reconcile
+from hub._load_reconcile import Scrape, hub_latency_quantiles, reconcile
 from loadtests._tally import ClientTally, SequenceTracker
 
 from .test_hub_process import free_port
@@ -326,3 +326,21 @@ def test_backpressure_explains_gaps_up_to_its_count() -> None:
     assert not outcome(end, {"received": {"acme": 20}, "gaps": 4})[
         "gaps explained by backpressure drops"
     ]
+
+
+def test_hub_latency_quantiles_come_from_the_histogram_increase() -> None:
+    """The hubs' latency quantiles are the bucket bounds over the run's increase."""
+    name = "rcm_realtime_delivery_latency_seconds_bucket"
+
+    def histogram(counts: dict[str, int]) -> Scrape:
+        lines = [f'{name}{{le="{le}"}} {n}' for le, n in counts.items()]
+        return Scrape.parse("r1", 0.0, "\n".join(lines) + "\n")
+
+    start = histogram({"0.005": 100, "0.01": 100, "0.1": 100, "+Inf": 100})
+    end = histogram({"0.005": 150, "0.01": 195, "0.1": 200, "+Inf": 200})
+
+    assert hub_latency_quantiles({"r1": start}, {"r1": end}) == {
+        "50%": 5.0,
+        "90%": 10.0,
+        "99%": 100.0,
+    }
