@@ -73,6 +73,8 @@ class LoadOptions:
     duration_s: float = 30.0
     events_per_s: float = 20.0
     processes: int = 1
+    workers: int = 0
+    master_port: int = 5557
     churn: bool = False
     session_s: float = 20.0
     tenants: int = 2
@@ -81,6 +83,11 @@ class LoadOptions:
     port: int | None = None
     drain_timeout_s: float = 30.0
     catalog: str | None = None
+
+    @property
+    def load_processes(self) -> int:
+        """Locust processes that run users (and report a tally)."""
+        return self.workers or self.processes
 
     @classmethod
     def from_args(cls, args: Any) -> LoadOptions:
@@ -101,6 +108,11 @@ class LoadOptions:
                     f"--url {url!r} is not like http://127.0.0.1:8080 (http, a host "
                     "and a port)"
                 )
+        if args.workers and args.processes > 1:
+            raise ConfigError(
+                "--workers (other machines) and --processes (this machine) both "
+                "choose the Locust workers: pass one of them"
+            )
         if args.catalog and not Path(args.catalog).is_file():
             raise ConfigError(f"--catalog {args.catalog}: no such file")
         if args.port is not None and args.port + (args.replicas or 2) - 1 > 65535:
@@ -113,6 +125,8 @@ class LoadOptions:
             duration_s=float(args.duration),
             events_per_s=args.events_per_s,
             processes=args.processes,
+            workers=args.workers,
+            master_port=args.master_port,
             churn=args.churn,
             session_s=args.session_s,
             tenants=args.tenants,
@@ -367,7 +381,7 @@ def start_locust(
 ) -> LocustRun:
     control = directory / "control"
     control.mkdir()
-    drivers = options.processes
+    drivers = options.load_processes
     total_users = options.publishers + (drivers if options.churn else options.users)
     backstop_s = int(
         options.duration_s + options.drain_timeout_s + PUBLISHERS_STOP_TIMEOUT_S + 120
@@ -392,7 +406,15 @@ def start_locust(
         "--host",
         hubs.urls[0],
     ]
-    if options.processes > 1:
+    if options.workers:
+        command += [
+            "--master",
+            "--expect-workers",
+            str(options.workers),
+            "--master-bind-port",
+            str(options.master_port),
+        ]
+    elif options.processes > 1:
         command += ["--processes", str(options.processes)]
     command += ["ChurnDriver" if options.churn else "SseUser", "PublisherUser"]
     env = dict(os.environ)
@@ -628,10 +650,18 @@ def _run(options: LoadOptions, directory: Path, hubs: Hubs) -> RunResult:
             CpuWatch(locust.process.pid),
             CpuWatch(hubs.process.pid) if hubs.process is not None else None,
         )
-        started_at = _wait_started(locust)
+        if options.workers:
+            say(
+                f"waiting for {options.workers} Locust worker(s); on each machine run:"
+                f"\n    locust -f loadtests/locustfile.py --worker --master-host "
+                f"<this machine> --master-port {options.master_port}"
+            )
+        started_at = _wait_started(
+            locust, LOCUST_START_TIMEOUT_S + (600 if options.workers else 0)
+        )
         sampler.t0 = started_at
         say(
-            f"Locust running ({options.processes} process(es)); "
+            f"Locust running ({options.load_processes} process(es)); "
             + (
                 f"open model, about {options.users} clients connected"
                 if options.churn
@@ -664,7 +694,7 @@ def _run(options: LoadOptions, directory: Path, hubs: Hubs) -> RunResult:
         end=end,
         clients=clients,
         published=published,
-        expected_processes=options.processes,
+        expected_processes=options.load_processes,
     )
     worst, worst_pid = saturation(sampler.samples)
     if worst >= SATURATED_PERCENT:
@@ -702,8 +732,8 @@ def _command_line() -> str:
     return " ".join(["rcm-realtime", *sys.argv[1:]])
 
 
-def _wait_started(locust: LocustRun) -> float:
-    deadline = time.monotonic() + LOCUST_START_TIMEOUT_S
+def _wait_started(locust: LocustRun, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         started = locust.read("started.json")
         if started is not None:
@@ -715,8 +745,7 @@ def _wait_started(locust: LocustRun) -> float:
             )
         time.sleep(0.1)
     raise LoadError(
-        f"Locust did not start within {LOCUST_START_TIMEOUT_S:.0f} s:\n"
-        + _tail(locust.log_path)
+        f"Locust did not start within {timeout_s:.0f} s:\n" + _tail(locust.log_path)
     )
 
 

@@ -79,6 +79,19 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="Locust processes on this machine (>1: a master and P workers)",
     )
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=0,
+        help="wait for this many Locust workers started on other machines (see "
+        "the README) instead of forking --processes here",
+    )
+    parser.add_argument(
+        "--master-port",
+        type=_positive_int,
+        default=5557,
+        help="with --workers: the port the Locust master listens on",
+    )
+    parser.add_argument(
         "--churn",
         action="store_true",
         help="open model: clients arrive (Poisson) and leave (exponential stays), "
