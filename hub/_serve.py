@@ -132,6 +132,8 @@ Publish an event:
        {base}/v1/realtime/events
 Metrics:
   curl -H "Authorization: Bearer $METRICS_TOKEN" {base}/metrics
+Live dashboard (paste the subscriber token, or pass it in the address):
+  {base}/dashboard?access_token=$SUBSCRIBER_TOKEN
 Stop with Ctrl-C (streams get server_shutdown).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -244,3 +245,69 @@ def assert_ledger(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) 
         assert fanout == accounted, (
             f"ledger broken for {tenant}: {fanout} != {accounted}"
         )
+
+
+def stall_consumption(replica: Replica) -> None:
+    """Stop ``replica`` taking events from its bus subscription, as a stalled
+    subscription does: events pile up in its backlog and reach none of its streams."""
+    for task in replica._tasks:
+        if task.get_name() == "consume":
+            task.cancel()
+            return
+    raise AssertionError(f"replica {replica.replica_id} has no consume task")
+
+
+@dataclass
+class StalledClient:
+    """A stream whose client read the ready frame and then stopped reading."""
+
+    writer: asyncio.StreamWriter
+    head: bytes
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+@asynccontextmanager
+async def stalled_client(replica: Replica, bearer: str) -> AsyncIterator[StalledClient]:
+    """Open a stream over a socket with a tiny receive buffer and stop reading
+    after the ready frame, so the hub's writes back up into the subscriber queue."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", replica.port or 0))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(
+        (
+            "GET /v1/realtime/stream HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{replica.port}\r\n"
+            f"Authorization: Bearer {bearer}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 5.0)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    client = StalledClient(writer, head)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of ``name``; missing, it fails the test under CI and skips it
+    elsewhere (tools/install-browser.sh installs what the tests need)."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is missing (Debian package {package}; tools/install-browser.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -8,6 +8,8 @@ import socket
 
 import aiohttp
 
+from hub import Replica
+
 from .support import (
     PUBLISHER,
     assert_ledger,
@@ -21,6 +23,22 @@ from .support import (
     url,
     wait_until,
 )
+
+
+async def _stalled_stream(replica: Replica) -> socket.socket:
+    """A real stream whose client never reads, with a tiny receive buffer."""
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(stalled, ("127.0.0.1", replica.port))
+    request = (
+        f"GET /v1/realtime/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token()}\r\n\r\n"
+    )
+    await loop.sock_sendall(stalled, request.encode())
+    await wait_until(lambda: replica.core.statistics().subscribers >= 1)
+    return stalled
 
 
 def _event(event_type: str, tenant: str = "acme", **extra: object) -> dict[str, object]:
@@ -122,17 +140,7 @@ async def test_stalled_socket_is_evicted_after_backpressure(
     """A client whose socket stops reading fills its queue, drops, then is evicted."""
     settings = hub_settings(queue_size=64, evict_after_s=0.3)
     async with running_replicas(settings=settings) as [replica]:
-        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(stalled, ("127.0.0.1", replica.port))
-        request = (
-            f"GET /v1/realtime/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {token()}\r\n\r\n"
-        )
-        await loop.sock_sendall(stalled, request.encode())
-        await wait_until(lambda: replica.core.statistics().subscribers == 1)
+        stalled = await _stalled_stream(replica)
         async with open_stream(session, replica, token()) as healthy:
             payload = {"blob": "x" * 4000}
             published = 0
@@ -273,3 +281,33 @@ async def test_readiness_turns_503_and_streams_get_shutdown(
             assert counters.disconnects["shutdown"] == 1
             assert counters.subscribers == 0
             assert counters.ledger_gap() == 0
+
+
+async def test_not_ready_while_draining_and_stalled_streams_do_not_block_exit(
+    session: aiohttp.ClientSession,
+) -> None:
+    """While closing, /readyz answers 503; a client that never reads is cut off."""
+    settings = hub_settings(shutdown_grace_s=1.0, evict_after_s=3600.0)
+    async with running_replicas(settings=settings) as [replica]:
+        stalled = await _stalled_stream(replica)
+        blob = {"blob": "x" * 8000}
+        # Fill the stalled client's socket buffers until its writer is blocked.
+        for _ in range(200):
+            await publish(
+                session, replica, [_event("claim.submitted", payload=blob)] * 20
+            )
+            if replica.core.counters("acme").queued > 0:
+                break
+        assert replica.core.counters("acme").queued > 0
+        closing = asyncio.create_task(replica.close())
+        await wait_until(lambda: replica.state.value == "closing")
+        async with session.get(url(replica, "/readyz")) as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == "not_ready"
+        await asyncio.wait_for(closing, timeout=10)
+        counters = replica.core.counters("acme")
+        assert counters.subscribers == 0
+        assert counters.queued == 0
+        assert counters.dropped_disconnected > 0
+        assert counters.ledger_gap() == 0
+        stalled.close()

@@ -155,6 +155,8 @@ async def test_sigterm_drains_thousands_of_streams_and_exits_zero(
     log_path = tmp_path / "hub.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RCM_REALTIME")}
     env["RCM_REALTIME_JWT_SECRET"] = SECRET
+    # One token opens every stream here, so its per-token cap must allow them.
+    env["RCM_REALTIME_MAX_STREAMS_PER_TOKEN"] = "2000"
     process = subprocess.Popen(
         [*RCM, "serve", "--port", str(port)],
         env=env,

@@ -12,6 +12,8 @@ from ._batches import (
 )
 from ._catalog import (
     EVENT_TYPE_PATTERN,
+    PERMISSION_PATTERN,
+    ROLE_PATTERN,
     SEVERITIES,
     Catalog,
     CatalogRow,
@@ -20,6 +22,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -32,6 +35,8 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    ScrapeError,
+    StreamLimitError,
     TokenError,
 )
 from ._frames import (
@@ -56,13 +61,17 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "PERMISSION_PATTERN",
     "PING_FRAME",
+    "ROLE_PATTERN",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
     "Catalog",
@@ -81,6 +90,9 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "ScrapeError",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",

@@ -4,7 +4,9 @@
     ├── CatalogError      a catalog file or row is invalid (names file, row, field)
     ├── EnvelopeError     an ingested envelope is invalid (names member and field)
     ├── TokenError        a bearer token is missing, forged, expired or unusable
-    └── ConfigError       a setting or flag has a value the hub cannot use
+    ├── StreamLimitError  a token or tenant already holds its most open streams
+    ├── ConfigError       a setting or flag has a value the hub cannot use
+    └── ScrapeError       a metrics scrape is not the Prometheus text the hub exposes
 
 Foreign errors (TOML, JSON, JWT, OS) are translated into these at the one place that
 meets them and raised ``from`` the original.
@@ -66,3 +68,11 @@ class TokenError(RealtimeError):
 
 class ConfigError(RealtimeError):
     """A setting cannot be used; the message names the variable or flag."""
+
+
+class StreamLimitError(RealtimeError):
+    """Opening one more stream would pass a per-token or per-tenant cap."""
+
+
+class ScrapeError(RealtimeError):
+    """A replica's ``/metrics`` answer cannot be read as the hub's exposition."""
