@@ -193,7 +193,10 @@ class ProcessState:
     identities: Identities | None = None
     tally: ClientTally = field(default_factory=ClientTally)
     stop_publishing: gevent.event.Event = field(default_factory=gevent.event.Event)
-    next_target: itertools.count[int] = field(default_factory=itertools.count)
+    # Each tenant's users go round the replicas from a random start per process, so
+    # every replica carries every tenant.
+    users_per_tenant: Counter[str] = field(default_factory=Counter)
+    target_offset: int = field(default_factory=lambda: random.randrange(1 << 16))
     tally_sent: bool = False
     # Master (or single process) only: what the others reported.
     aggregate: ClientTally = field(default_factory=ClientTally)
@@ -233,6 +236,7 @@ def new_session(environment: Any) -> SseSession:
     config = _config()
     assert STATE.identities is not None
     identity = STATE.identities.next()
+    STATE.users_per_tenant[identity.tenant_id] += 1
     token = sign(
         config.secret,
         subject=identity.subject,
@@ -242,7 +246,7 @@ def new_session(environment: Any) -> SseSession:
     )
     return SseSession(
         targets=config.targets,
-        first_target=next(STATE.next_target) + os.getpid(),
+        first_target=STATE.users_per_tenant[identity.tenant_id] + STATE.target_offset,
         identity=identity,
         token=token,
         permission_of=config.catalog.permission_of,

@@ -75,6 +75,9 @@ def test_a_short_run_reconciles_exactly(tmp_path: Path, model: list[str]) -> Non
     checks = {c["name"]: c for c in summary["reconciliation"]["checks"]}
     assert all(c["ok"] for c in checks.values()), checks
     assert summary["received_total"] == summary["delivered_total"] > 0
+    rows = summary["reconciliation"]["rows"]
+    assert len(rows) == 4, "2 replicas x 2 tenants"
+    assert all(row["delivered"] > 0 for row in rows), "each replica serves each tenant"
     clients = summary["clients"]
     # Interchanges were completed by the hubs and read by clients with batches.read.
     assert clients["received_by_type"].get("batch.completed", 0) > 0
