@@ -1,7 +1,15 @@
 """The reference hub: the aiohttp edge, bus adapters, tokens and metrics around
 ``hub.core``."""
 
-from ._bus import Bus, MemoryBus, MemorySubscription, Subscription, SubscriptionClosed
+from ._bus import (
+    Bus,
+    FaultBoard,
+    MemoryBus,
+    MemorySubscription,
+    QueuedSubscription,
+    Subscription,
+    SubscriptionClosed,
+)
 from ._config import Settings, load_catalog, settings_from_env
 from ._diagnose import Diagnosis, Verdict
 from ._diagnose_cli import DiagnoseOptions, diagnose_live
@@ -17,9 +25,11 @@ __all__ = [
     "DiagnoseOptions",
     "Diagnosis",
     "EventPublisher",
+    "FaultBoard",
     "LatencyHistogram",
     "MemoryBus",
     "MemorySubscription",
+    "QueuedSubscription",
     "Replica",
     "ReplicaState",
     "ServeOptions",

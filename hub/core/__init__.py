@@ -31,6 +31,7 @@ from ._envelope import (
     parse_timestamp,
 )
 from ._errors import (
+    BusUnavailable,
     CatalogError,
     ConfigError,
     EnvelopeError,
@@ -38,6 +39,16 @@ from ._errors import (
     ScrapeError,
     StreamLimitError,
     TokenError,
+)
+from ._faults import (
+    NO_FAULTS,
+    FaultInjector,
+    FaultKind,
+    Faults,
+    FaultStatistics,
+    Latency,
+    LatencySampler,
+    LatencyShape,
 )
 from ._frames import (
     PING_FRAME,
@@ -66,6 +77,7 @@ from ._replay import ReplayBuffer
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "NO_FAULTS",
     "PERMISSION_PATTERN",
     "PING_FRAME",
     "ROLE_PATTERN",
@@ -74,6 +86,7 @@ __all__ = [
     "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
+    "BusUnavailable",
     "Catalog",
     "CatalogError",
     "CatalogRow",
@@ -85,8 +98,15 @@ __all__ = [
     "EncodedEvent",
     "Envelope",
     "EnvelopeError",
+    "FaultInjector",
+    "FaultKind",
+    "FaultStatistics",
+    "Faults",
     "HubCore",
     "HubStatistics",
+    "Latency",
+    "LatencySampler",
+    "LatencyShape",
     "OpenBucket",
     "Principal",
     "RealtimeError",
