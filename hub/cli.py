@@ -191,6 +191,25 @@ def _run_tune_quiet_window(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_sim(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The simulator owns its flags; they are parsed there, so that the hub never
+    # imports it (not even to build this parser).
+    parser = commands.add_parser(
+        "sim",
+        help="simulate replicas, a bus, clients and deploys around the hub core",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=_run_sim)
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from sim._cli import main as sim_main
+
+    return sim_main(args.argv)
+
+
 # Each command module adds its parser here; the list is the CLI's table of contents.
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
@@ -198,6 +217,7 @@ REGISTRARS: list[
     _add_serve,
     _add_token,
     _add_tune_quiet_window,
+    _add_sim,
 ]
 
 

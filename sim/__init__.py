@@ -1,0 +1,86 @@
+"""The simulator: a SimPy world of replicas, a bus, clients and operations, built
+around the hub's own core, so its metrics are the hub's metrics.
+
+    from sim import World, load_world
+
+    result = World(load_world("world.toml")).run()
+    print(result.summary_table())
+    result.write("out/")
+"""
+
+from ._bus import CutOff, Drop, Fault, Latency, Pause, SubscriptionStatistics
+from ._config import (
+    AdminDisconnect,
+    BusModel,
+    Checks,
+    ClientMix,
+    Clients,
+    DeployNewType,
+    Emitter,
+    FaultWindow,
+    HubSettings,
+    Interchanges,
+    Operation,
+    RollingDeploy,
+    Topology,
+    Workload,
+    WorldConfig,
+    WorldConfigError,
+    load_world,
+    world_from_mapping,
+)
+from ._population import ClientKind
+from ._random import Distribution, parse_distribution
+from ._replica import LATENCY_BUCKETS
+from ._report import (
+    SERIES_COLUMNS,
+    BatchTruth,
+    ClientTruth,
+    GenerationRun,
+    LedgerViolation,
+    SeriesRecord,
+    SimulationResult,
+)
+from ._world import Progress, SimClock, World, run_world
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "SERIES_COLUMNS",
+    "AdminDisconnect",
+    "BatchTruth",
+    "BusModel",
+    "Checks",
+    "ClientKind",
+    "ClientMix",
+    "ClientTruth",
+    "Clients",
+    "CutOff",
+    "DeployNewType",
+    "Distribution",
+    "Drop",
+    "Emitter",
+    "Fault",
+    "FaultWindow",
+    "GenerationRun",
+    "HubSettings",
+    "Interchanges",
+    "Latency",
+    "LedgerViolation",
+    "Operation",
+    "Pause",
+    "Progress",
+    "RollingDeploy",
+    "SeriesRecord",
+    "SimClock",
+    "SimulationResult",
+    "SubscriptionStatistics",
+    "Topology",
+    "Workload",
+    "World",
+    "WorldConfig",
+    "WorldConfigError",
+    "load_world",
+    "parse_distribution",
+    "run_world",
+    "world_from_mapping",
+]

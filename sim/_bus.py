@@ -74,10 +74,11 @@ class SimSubscription:
     __slots__ = (
         "_armed_at",
         "_deliver",
+        "_draw",
         "_env",
         "_faults",
+        "_fixed",
         "_last_at",
-        "_latency",
         "_queue",
         "_rng",
         "closed",
@@ -99,7 +100,9 @@ class SimSubscription:
     ) -> None:
         self._env = env
         self.replica_id = replica_id
-        self._latency = latency
+        # The base latency: a constant, or a draw per message.
+        self._fixed = latency.a if latency.kind == "fixed" else 0.0
+        self._draw = latency.sampler(rng)
         self._rng = rng
         self._deliver = deliver
         # Shared with the bus: the replica's faults as they come and go.
@@ -135,7 +138,8 @@ class SimSubscription:
         if self.closed:
             return
         self.offered += 1
-        delay = self._latency.sample(self._rng)
+        draw = self._draw
+        delay = draw() if draw is not None else self._fixed
         for fault in self._faults:
             kind = type(fault)
             if kind is CutOff:

@@ -1,15 +1,11 @@
 """Clients: browser tabs holding a stream, each with a behaviour, and their truth.
 
-A client connects through the load balancer to a ready replica, honours the
-``retry:`` of the ready frame it was sent (with jitter) when it has to reconnect, and
-prefers another replica than the one that dropped it. Its connection has a mode that
-says what happens to frames the hub writes:
-
-- ``LIVE``: the client reads them as they are written;
-- ``DARK``: its network is dark: the socket absorbs a few frames, then writes stall
-  and the hub's queue fills (backpressure, then eviction);
-- ``DEAD``: the client is gone without a FIN (half-open): the same, but whatever the
-  socket absorbs is lost.
+A client connects through the load balancer to a ready replica, honours the last
+``retry:`` it read (the ready frame's, or the farewell's) with jitter when it has to
+reconnect, resends the id of the last event it read (so the hub can replay), and
+prefers another replica than the one that dropped it. Its behaviour sets the mode of
+its connection (see ``_streams``): a flapping client goes dark now and then; a
+half-open one vanishes without a FIN and comes back later with a fresh page.
 
 Truth is counted on the client's side: an event counts once, when the client reads
 it; a later copy of an event it already had (another replica, reconnect) counts as a
@@ -22,15 +18,13 @@ import bisect
 import enum
 import random
 from collections import Counter
-from collections.abc import Generator, Iterable
-from typing import TYPE_CHECKING, Any
-
-import simpy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from hub.core import (
     DisconnectReason,
     EncodedEvent,
-    Subscriber,
+    StreamLimitError,
     SubscriberState,
     ready_frame,
 )
@@ -38,18 +32,12 @@ from hub.core import (
 from ._population import ClientKind, ClientSpec
 from ._replica import Generation, LatencyHistogram, SimReplica
 from ._sched import call_later
+from ._streams import Connection, Mode, retry_of
 
 if TYPE_CHECKING:
     from ._world import World
 
-_OPEN = SubscriberState.OPEN
 _CLOSED = SubscriberState.CLOSED
-
-
-class Mode(enum.Enum):
-    LIVE = "live"  # the client reads what is written
-    DARK = "dark"  # the client's network is dark; the socket fills, then stalls
-    DEAD = "dead"  # the client is gone without a FIN; the socket fills, then stalls
 
 
 class ClientState(enum.Enum):
@@ -60,162 +48,41 @@ class ClientState(enum.Enum):
     GONE = "gone"  # will not connect again
 
 
-def retry_of(frame: bytes) -> int | None:
-    """The ``retry:`` field of a frame, in milliseconds, as a browser reads it."""
-    for line in frame.split(b"\n"):
-        if line.startswith(b"retry:"):
-            value = line[6:].strip()
-            if value.isdigit():
-                return int(value)
-    return None
-
-
-class Connection:
-    """One stream: the subscriber in a replica's core and the client's socket."""
-
-    __slots__ = (
-        "client",
-        "dirty",
-        "ended",
-        "farewell",
-        "generation",
-        "mode",
-        "opened_at",
-        "socket",
-        "subscriber",
-        "wakeup",
-    )
-
-    def __init__(
-        self, client: SimClient, generation: Generation, subscriber: Subscriber
-    ) -> None:
-        self.client = client
-        self.generation = generation
-        self.subscriber = subscriber
-        self.mode = Mode.LIVE
-        self.dirty = False
-        # Set once the server side of the stream is over (the core forgot it).
-        self.ended = False
-        # The farewell's reason when it was written into an unread socket.
-        self.farewell: DisconnectReason | None = None
-        # Frames written but not yet read (DARK) or never to be read (DEAD).
-        self.socket: list[EncodedEvent] = []
-        self.wakeup: simpy.Event | None = None
-        self.opened_at = generation.world.env.now
-
-    def wake(self) -> None:
-        """The core's ``Subscriber.wake``: queue turned non-empty or state changed."""
-        wakeup = self.wakeup
-        if wakeup is not None:
-            if not wakeup.triggered:
-                wakeup.succeed()
-            return
-        if not self.dirty:
-            self.dirty = True
-            self.generation.dirty.append(self)
-
-    def poke(self) -> None:
-        """Have the writer look again (the client started reading again)."""
-        if not self.dirty:
-            self.dirty = True
-            self.generation.dirty.append(self)
-        self.generation.settle()
-
-    def write(self, at: float) -> None:
-        """The replica's writer for this stream: as much as the socket takes."""
-        self.dirty = False
-        if self.ended:
-            return
-        subscriber = self.subscriber
-        state = subscriber.state
-        if state is _CLOSED:
-            self._server_ended()
-            return
-        core = self.generation.core
-        queue = subscriber.queue
-        if self.mode is Mode.LIVE:
-            count = len(queue)
-            if count:
-                self.client.take(queue, at, self.generation.latency)
-                core.mark_written(subscriber, count)
-            if state is not _OPEN:
-                reason = subscriber.disconnect_reason
-                self.ended = True
-                core.disconnect(subscriber)
-                self.client.on_farewell(self, reason)
-            return
-        room = self.client.socket_frames - len(self.socket)
-        take = min(room, len(queue))
-        if take > 0:
-            frames = subscriber.pending(take)
-            observe(frames, at, self.generation.latency)
-            if self.mode is Mode.DARK:
-                self.socket.extend(frames)
-            else:
-                self.client.lost_in_socket += take
-            core.mark_written(subscriber, take)
-        if state is not _OPEN and not queue and take < room:
-            # The farewell fits in the socket: for the hub the stream ended well.
-            self.ended = True
-            self.farewell = subscriber.disconnect_reason
-            core.disconnect(subscriber)
-            self.client.stream_closed(self.farewell)
-
-    def _server_ended(self) -> None:
-        """The core forgot the stream without a farewell read: evicted, aborted at
-        shutdown, or its writes failed."""
-        self.ended = True
-        reason = self.subscriber.disconnect_reason
-        self.client.stream_closed(reason)
-        if self.mode is Mode.LIVE:
-            self.client.on_cut(self)
-        # A DARK client finds out when its network is back; a DEAD one never does.
-
-    def read_slowly(
-        self, rng: random.Random, rate: float, exponential: bool
-    ) -> Generator[simpy.Event, Any, None]:
-        """A slow reader: one frame at a time, each after a drain time.
-
-        A frame stays queued (and counted as queued by the core) while it is being
-        read, so the queue holds the frame in service plus those waiting.
-        """
-        env = self.generation.world.env
-        start_epoch = self.generation.world.start_epoch
-        subscriber = self.subscriber
-        core = self.generation.core
-        latency = self.generation.latency
-        while True:
-            if subscriber.state is _CLOSED:
-                self._server_ended()
-                return
-            if subscriber.queue:
-                yield env.timeout(rng.expovariate(rate) if exponential else 1 / rate)
-                if subscriber.state is not _CLOSED and subscriber.queue:
-                    frame = subscriber.queue[0]
-                    self.client.take((frame,), start_epoch + env.now, latency)
-                    core.mark_written(subscriber, 1)
-                continue
-            if subscriber.state is not _OPEN:
-                reason = subscriber.disconnect_reason
-                self.ended = True
-                core.disconnect(subscriber)
-                self.generation.settle()
-                self.client.on_farewell(self, reason)
-                return
-            self.wakeup = env.event()
-            yield self.wakeup
-            self.wakeup = None
-
-
-def observe(
-    frames: Iterable[EncodedEvent], at: float, latency: LatencyHistogram
-) -> None:
-    for frame in frames:
-        latency.observe(at - frame.occurred_at_s)
-
-
 class SimClient:
     """A browser tab: connects, reads according to its kind, reconnects."""
+
+    __slots__ = (
+        "_connected_since",
+        "completions",
+        "connected_s",
+        "connections",
+        "current",
+        "dark_spells",
+        "duplicates",
+        "first_seq",
+        "got",
+        "half_open_spells",
+        "high_seq",
+        "kind",
+        "lag_max",
+        "last_event_id",
+        "last_replica",
+        "lost_in_socket",
+        "refused",
+        "reload_notices",
+        "retry_ms",
+        "rng",
+        "settings",
+        "should_from",
+        "should_until",
+        "socket_frames",
+        "spec",
+        "state",
+        "streams_ended",
+        "wanted_since",
+        "wanted_until",
+        "world",
+    )
 
     def __init__(self, world: World, spec: ClientSpec, rng: random.Random) -> None:
         self.world = world
@@ -230,6 +97,8 @@ class SimClient:
         self.last_replica: str | None = None
         # A browser's own default until a stream says otherwise.
         self.retry_ms = 3000
+        self.last_event_id: str | None = None
+        self.reload_notices = 0
         # The client wants the feed from its first connection on: events published
         # from then count (set when it starts).
         self.first_seq = 0
@@ -240,7 +109,7 @@ class SimClient:
         self.duplicates = 0
         self.completions = 0
         self.lost_in_socket = 0
-        self.lag_sum = 0.0
+        # The longest occurredAt-to-read of any frame read.
         self.lag_max = 0.0
         self.connections = 0
         self.refused = 0
@@ -249,6 +118,9 @@ class SimClient:
         self.streams_ended: Counter[str] = Counter()
         self.connected_s = 0.0
         self._connected_since: float | None = None
+        # From its first connection until the end of the run (or its leaving).
+        self.wanted_since: float | None = None
+        self.wanted_until: float | None = None
 
     # -- connecting ------------------------------------------------------------------
 
@@ -256,6 +128,7 @@ class SimClient:
         call_later(self.world.env, self.spec.connect_at_s, lambda _: self._begin())
 
     def _begin(self) -> None:
+        self.wanted_since = self.world.env.now
         truth = self.world.truth
         self.first_seq = truth.next_seq
         self.high_seq = truth.next_seq - 1
@@ -279,18 +152,27 @@ class SimClient:
     def _open(self, replica: SimReplica, generation: Generation) -> None:
         world = self.world
         principal = self.spec.user.principal
-        subscriber = generation.subscribe(principal)
+        resume = self.last_event_id if self.settings.send_last_event_id else None
+        try:
+            subscriber = generation.subscribe(principal, resume)
+        except StreamLimitError:
+            # 429: the browser's EventSource gives up; the page retries later.
+            self.refused += 1
+            self._reconnect_later()
+            return
         connection = Connection(self, generation, subscriber)
-        subscriber.wake = connection.wake
-        ready = ready_frame(
-            subscriber_id=subscriber.id,
-            replica_id=replica.name,
-            tenant_id=principal.tenant_id,
-            retry_ms=generation.core.settings.retry_ms,
+        connection.watch(reader=self.kind is ClientKind.SLOW)
+        self._read_retry(
+            ready_frame(
+                subscriber_id=subscriber.id,
+                replica_id=replica.name,
+                tenant_id=principal.tenant_id,
+                retry_ms=generation.core.settings.retry_ms,
+            )
         )
-        retry = retry_of(ready)
-        if retry is not None:
-            self.retry_ms = retry
+        if subscriber.notice is not None:
+            # The hub no longer holds what this client missed: it must reload.
+            self.reload_notices += 1
         self.current = connection
         self.state = ClientState.CONNECTED
         self.last_replica = replica.name
@@ -311,6 +193,15 @@ class SimClient:
         elif kind is ClientKind.HALF_OPEN:
             delay = self.settings.half_open_after.sample(self.rng)
             call_later(world.env, delay, lambda _: self._go_half_open(connection))
+        if subscriber.queue and kind is not ClientKind.SLOW:
+            # Replayed frames were queued before this edge could be woken.
+            connection.poke()
+
+    def _read_retry(self, frame: bytes | None) -> None:
+        """A ``retry:`` field sets the reconnection time, as in EventSource."""
+        retry = retry_of(frame) if frame is not None else None
+        if retry is not None:
+            self.retry_ms = retry
 
     def _reconnect_later(self) -> None:
         self.state = ClientState.WAITING
@@ -336,10 +227,14 @@ class SimClient:
         self.streams_ended[str(reason or DisconnectReason.CLIENT)] += 1
 
     def on_farewell(
-        self, connection: Connection, reason: DisconnectReason | None
+        self,
+        connection: Connection,
+        reason: DisconnectReason | None,
+        frame: bytes | None,
     ) -> None:
-        """The client read ``server_shutdown``; the stream is over."""
+        """The client read the farewell (``server_shutdown``); the stream is over."""
         self.stream_closed(reason)
+        self._read_retry(frame)
         self._detach(connection)
         if reason is DisconnectReason.ADMIN and not self.settings.reconnect_after_admin:
             self._leave()
@@ -356,9 +251,10 @@ class SimClient:
         frames: Iterable[EncodedEvent],
         at: float,
         latency: LatencyHistogram | None,
-    ) -> None:
+    ) -> bool:
         """Frames the client reads at ``at``: its truth, and the hub's latency when
-        the frames are being written right now.
+        the frames are being written right now. True when one of them was an event
+        the client had not had yet.
 
         The client counts each event once, the first time it reads it.
         """
@@ -368,7 +264,7 @@ class SimClient:
         high = self.high_seq
         first = self.first_seq
         got = duplicates = completions = written = 0
-        lag_total = lag_sum = 0.0
+        lag_total = 0.0
         lag_max = self.lag_max
         for frame in frames:
             lag = at - frame.occurred_at_s
@@ -377,6 +273,8 @@ class SimClient:
             if counts is not None:
                 counts[bisect.bisect_left(bounds, lag)] += 1
             lag_total += lag
+            if lag > lag_max:
+                lag_max = lag
             written += 1
             seq = seq_of.get(frame.envelope.id)
             if seq is None:
@@ -384,30 +282,30 @@ class SimClient:
             elif seq > high:
                 high = seq
                 got += 1
-                lag_sum += lag
-                if lag > lag_max:
-                    lag_max = lag
             elif seq >= first:
                 duplicates += 1
+        if not written:
+            return False
         if latency is not None:
             latency.total += lag_total
             latency.count += written
         self.high_seq = high
+        self.last_event_id = frame.envelope.id
         self.got += got
         self.duplicates += duplicates
         self.completions += completions
-        self.lag_sum += lag_sum
         self.lag_max = lag_max
+        return got > 0
 
-    def read(self, frames: list[EncodedEvent], at: float) -> None:
+    def read(self, frames: list[EncodedEvent], at: float) -> bool:
         """Frames the client reads from its socket after a dark spell (the hub
-        observed their latency when it wrote them)."""
-        if frames:
-            self.take(frames, at, None)
+        observed their latency when it wrote them); True when one was new."""
+        return self.take(frames, at, None)
 
     def _leave(self) -> None:
         """Ejected by an admin and told not to come back."""
         self.state = ClientState.GONE
+        self.wanted_until = self.world.env.now
         self.should_until = self.world.truth.relevant(
             self.spec.tenant, self.spec.user.principal.scopes
         )
@@ -423,6 +321,7 @@ class SimClient:
             return
         if connection.ended:
             return
+        connection.end_span()
         connection.mode = Mode.DARK
         self.dark_spells += 1
         delay = self.settings.flap_dark.sample(self.rng)
@@ -437,6 +336,7 @@ class SimClient:
             if connection.farewell is not None:
                 # The farewell was waiting in the socket behind the frames.
                 self.read(frames, at)
+                self._read_retry(connection.farewell_frame)
                 self._detach(connection)
                 if (
                     connection.farewell is DisconnectReason.ADMIN
@@ -450,7 +350,8 @@ class SimClient:
                 self._detach(connection)
             self._reconnect_later()
             return
-        self.read(frames, at)
+        if self.read(frames, at):
+            connection.fresh = True
         connection.poke()
         self._next_dark(connection)
 
@@ -462,6 +363,7 @@ class SimClient:
         if connection.ended:
             return
         world = self.world
+        connection.end_span()
         connection.mode = Mode.DEAD
         self.half_open_spells += 1
         self._detach(connection)
@@ -485,12 +387,15 @@ class SimClient:
         if not generation.alive:
             return
         connection.ended = True
+        connection.end_span()
         self.stream_closed(DisconnectReason.CLIENT)
         generation.core.disconnect(connection.subscriber, DisconnectReason.CLIENT)
         generation.settle()
 
     def _come_back(self) -> None:
         if self.state is ClientState.AWAY:
+            # A reload: a new EventSource, which knows no last event id.
+            self.last_event_id = None
             self.state = ClientState.WAITING
             self.connect()
 
@@ -499,9 +404,13 @@ class SimClient:
     def finish(self) -> None:
         """The run is over: close the books (the streams stay as they are)."""
         now = self.world.env.now
+        if self.current is not None:
+            self.current.end_span()
         if self._connected_since is not None:
             self.connected_s += now - self._connected_since
             self._connected_since = None
+        if self.wanted_until is None and self.wanted_since is not None:
+            self.wanted_until = now
         if self.should_until is None:
             self.should_until = self.world.truth.relevant(
                 self.spec.tenant, self.spec.user.principal.scopes

@@ -74,6 +74,14 @@ class HubSettings:
     retry_ms: Count = 3000
     # How long a closing replica waits for its streams before aborting them.
     shutdown_grace_s: NonNegative = 3.0
+    # server_shutdown carries retry_ms plus a uniform draw from [0, this].
+    shutdown_retry_spread_ms: Count = 5000
+    # Last-Event-ID replay: per tenant, this many recent events for this long
+    # (either at zero turns replay off).
+    replay_max_events: Count = 1000
+    replay_max_age_s: NonNegative = 300.0
+    max_streams_per_tenant: PositiveCount = 10_000
+    max_streams_per_token: PositiveCount = 20
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -81,6 +89,11 @@ class HubSettings:
             evict_after_s=self.evict_after_s,
             quiet_window_s=self.quiet_window_ms / 1000,
             retry_ms=self.retry_ms,
+            shutdown_retry_spread_ms=self.shutdown_retry_spread_ms,
+            replay_max_events=self.replay_max_events,
+            replay_max_age_s=self.replay_max_age_s,
+            max_streams_per_tenant=self.max_streams_per_tenant,
+            max_streams_per_token=self.max_streams_per_token,
         )
 
 
@@ -168,6 +181,9 @@ class Clients:
     reconnect_jitter: Fraction = 0.3
     reconnect_elsewhere: bool = True
     reconnect_after_admin: bool = True
+    # Reconnects send the id of the last event read, as EventSource does, so the
+    # hub can replay what was missed; a reload after a half-open spell does not.
+    send_last_event_id: bool = True
 
 
 FAMILIES = ("claims", "denials", "remittance", "authorizations")

@@ -7,6 +7,7 @@ catalog's role table, and their tokens carry exactly the scopes those roles seed
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import random
 import re
@@ -120,6 +121,8 @@ def build_population(world: WorldConfig, catalog: Catalog) -> Population:
                 tenant_id=tenant.slug,
                 scopes=catalog.scopes_for_roles(roles),
                 roles=frozenset(roles),
+                # A user's tabs share one token, so they share its stream cap.
+                token_id=hashlib.sha256(subject.encode()).hexdigest()[:16],
             )
             members.append(User(subject, fake.name(), tenant.slug, roles, principal))
         users.extend(members)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 DistributionKind = Literal["fixed", "exp", "uniform", "lognormal", "pareto"]
@@ -54,6 +56,16 @@ class Distribution:
         if kind == "lognormal":
             return rng.lognormvariate(math.log(self.a), self.b)
         return self.a * rng.paretovariate(self.b)
+
+    def sampler(self, rng: random.Random) -> Callable[[], float] | None:
+        """A function drawing from this distribution with ``rng``; None when the
+        value is fixed (nothing to draw)."""
+        kind = self.kind
+        if kind == "fixed":
+            return None
+        if kind == "exp":
+            return partial(rng.expovariate, 1.0 / self.a) if self.a > 0 else None
+        return partial(self.sample, rng)
 
     @property
     def mean(self) -> float:

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from hub.core import (
     DisconnectReason,
@@ -32,8 +32,10 @@ from ._bus import SimSubscription
 from ._log import log_event
 from ._random import stream
 from ._sched import call_at, call_later, do_later
+from ._streams import write_streams
 
 if TYPE_CHECKING:
+    from ._streams import Connection
     from ._world import World
 
 BucketKey = tuple[str, str, str]
@@ -85,12 +87,6 @@ class LatencyHistogram:
         return rows
 
 
-class Stream(Protocol):
-    """What a replica needs of the edge that writes one subscriber's stream."""
-
-    def write(self, at_epoch: float) -> None: ...
-
-
 class ReplicaPhase(enum.Enum):
     DOWN = "down"  # no process: not started yet, or between deploy steps
     READY = "ready"  # accepts streams (when its subscription is live)
@@ -128,6 +124,7 @@ class Generation:
             replica_id=replica.name,
             settings=world.core_settings,
             subscriber_ids=(f"{prefix}-s{n}" for n in itertools.count(1)),
+            rng=stream(world.config.seed, f"core/{prefix}"),
         )
         self.core.on_batch_completed = self._completed
         self.latency = LatencyHistogram()
@@ -135,7 +132,7 @@ class Generation:
             replica.name, self._consume, stream(world.config.seed, f"bus/{prefix}")
         )
         # Streams whose subscriber woke (queue turned non-empty, state changed).
-        self.dirty: list[Stream] = []
+        self.dirty: list[Connection] = []
         self._read_delay = world.config.clients.read_delay_s
         self._flush_armed = False
         self._tick_armed_at: float | None = None
@@ -203,31 +200,28 @@ class Generation:
 
     # -- streams ---------------------------------------------------------------------
 
-    def subscribe(self, principal: Principal) -> Subscriber:
-        return self.core.subscribe(principal)
-
-    def mark_dirty(self, stream_: Stream) -> None:
-        """A stream has something to write; called from ``Subscriber.wake``."""
-        self.dirty.append(stream_)
+    def subscribe(
+        self, principal: Principal, last_event_id: str | None = None
+    ) -> Subscriber:
+        """Open a stream (``StreamLimitError`` when a cap is reached)."""
+        return self.core.subscribe(principal, last_event_id=last_event_id)
 
     def settle(self) -> None:
         """After any call into the core: write the streams it woke."""
-        if not self.dirty or self._flush_armed:
-            return
-        if self._read_delay > 0:
-            self._flush_armed = True
-            call_later(self.world.env, self._read_delay, self._flush)
-        else:
-            self._flush(None)
+        if self.dirty and not self._flush_armed:
+            if self._read_delay > 0:
+                self._flush_armed = True
+                call_later(self.world.env, self._read_delay, self._flush)
+            else:
+                self._flush(None)
+        elif (
+            self.replica.phase is ReplicaPhase.CLOSING and self.replica.current is self
+        ):
+            self.replica.maybe_finish_close()
 
     def _flush(self, _: object) -> None:
         self._flush_armed = False
-        at = self.world.start_epoch + self.world.env.now
-        while self.dirty:
-            dirty = self.dirty
-            self.dirty = []
-            for stream_ in dirty:
-                stream_.write(at)
+        write_streams(self, self.world.start_epoch + self.world.env.now)
         if self.replica.phase is ReplicaPhase.CLOSING and self.replica.current is self:
             self.replica.maybe_finish_close()
 

@@ -81,10 +81,14 @@ class ClientTruth:
     lost_in_socket: int
     connections: int
     refused: int
+    # Reconnects the hub could not replay for (the client was told to reload).
+    reload_notices: int
     streams_ended: dict[str, int]
+    # From its first connection to the end (or to its leaving): how long it
+    # wanted the feed, and how long of that it held a stream.
+    wanted_s: float
     connected_s: float
-    # occurredAt to the client reading the event, over the events it got.
-    staleness_mean_s: float | None
+    # The longest time from an event's occurredAt to the client reading it.
     staleness_max_s: float | None
     dark_spells: int
     half_open_spells: int

@@ -597,10 +597,13 @@ class World:
             lost_in_socket=client.lost_in_socket,
             connections=client.connections,
             refused=client.refused,
+            reload_notices=client.reload_notices,
             streams_ended=dict(sorted(client.streams_ended.items())),
+            wanted_s=(client.wanted_until or 0.0) - (client.wanted_since or 0.0),
             connected_s=client.connected_s,
-            staleness_mean_s=client.lag_sum / client.got if client.got else None,
-            staleness_max_s=client.lag_max if client.got else None,
+            staleness_max_s=client.lag_max
+            if client.got or client.completions or client.duplicates
+            else None,
             dark_spells=client.dark_spells,
             half_open_spells=client.half_open_spells,
             final_state=client.state.value,
