@@ -12,6 +12,7 @@ import enum
 import hmac
 import json
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -21,8 +22,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ._bus import Bus, Subscription
+from ._bus import Bus, QueuedSubscription, Subscription
 from ._config import Settings
+from ._dashboard import add_dashboard
 from ._logging import log_event
 from ._metrics import LatencyHistogram, replica_registry
 from ._publisher import EventPublisher, new_event_id, now_iso
@@ -30,9 +32,12 @@ from ._tokens import Claims, TokenVerifier
 from .core import (
     PING_FRAME,
     TENANT_PATTERN,
+    BusUnavailable,
     Catalog,
+    ConfigError,
     DisconnectReason,
     EnvelopeError,
+    Faults,
     HubCore,
     StreamLimitError,
     Subscriber,
@@ -46,6 +51,7 @@ from .core import (
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+LISTEN_BACKLOG = 2048
 OPENAPI_DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 MAX_FRAMES_PER_WRITE = 512
 MAX_LAST_EVENT_ID = 256
@@ -110,6 +116,17 @@ async def json_errors(
         return response
     except TokenError as error:
         return json_error(error.status, str(error), error.code)
+    except BusUnavailable as error:
+        # The bus logs the outage and its cause once; this is one refused request.
+        log_event(
+            logging.INFO,
+            "request_refused",
+            method=request.method,
+            path=request.path,
+            status=503,
+            code="bus_unavailable",
+        )
+        return json_error(503, str(error), "bus_unavailable")
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -177,7 +194,10 @@ class Replica:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        # A deep accept queue: a reconnect storm arrives faster than accept() runs.
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         server = site._server
         assert server is not None
@@ -299,8 +319,11 @@ class Replica:
             "/v1/realtime/admin/tenants/{tenant_id}/disconnect", self.admin_disconnect
         )
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/v1/realtime/admin/bus", self.admin_bus)
+        app.router.add_put("/v1/realtime/admin/bus/faults", self.admin_bus_faults)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        add_dashboard(app, lambda: self.core.catalog)
         return app
 
     def _claims(self, request: web.Request, *, allow_query: bool = False) -> Claims:
@@ -364,6 +387,12 @@ class Replica:
             self.core.disconnect(subscriber)
             raise
         transport = request.transport
+        send_buffer = self.settings.stream_send_buffer_bytes
+        if send_buffer is not None and transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            transport.set_write_buffer_limits(high=send_buffer)
         self._writers[subscriber.id] = transport
         self._all_gone.clear()
         log_event(
@@ -692,6 +721,59 @@ class Replica:
         )
         return web.json_response({"disconnected": count})
 
+    def _bus_status(self) -> dict[str, Any]:
+        subscription = self.subscription
+        status: dict[str, Any] = {
+            "replicaId": self.replica_id,
+            "live": subscription is not None and subscription.live,
+            "backlog": self._backlog(),
+            "faultInjection": self.settings.fault_injection,
+        }
+        if isinstance(subscription, QueuedSubscription):
+            stats = subscription.fault_statistics()
+            status["faults"] = stats.faults.to_json()
+            status["taken"] = {"drop": stats.dropped, "cut": stats.cut}
+            status["duplicatesSkipped"] = subscription.duplicates
+        return status
+
+    async def admin_bus(self, request: web.Request) -> web.Response:
+        """This replica's bus subscription: live, backlog, faults and what they took."""
+        self._admin(request)
+        return web.json_response(self._bus_status())
+
+    async def admin_bus_faults(self, request: web.Request) -> web.Response:
+        """Replace the faults of this replica's subscription (lab use; off unless
+        fault injection is enabled)."""
+        claims = self._admin(request)
+        if not self.settings.fault_injection:
+            self._refused(request, 403, "fault_injection_disabled")
+            return json_error(
+                403,
+                "fault injection is off on this replica; start it with "
+                "RCM_REALTIME_FAULT_INJECTION=1 to use this endpoint",
+                "fault_injection_disabled",
+            )
+        subscription = self.subscription
+        if not isinstance(subscription, QueuedSubscription):
+            return json_error(503, "this replica has no bus subscription yet")
+        try:
+            body = await self._json_body(request)
+            if body is _TooLarge:
+                return self._too_large(request)
+            faults = Faults.from_json(body)
+        except (EnvelopeError, ConfigError) as error:
+            self._refused(request, 400, "invalid_faults")
+            return json_error(400, str(error), "invalid_faults")
+        subscription.set_faults(faults)
+        log_event(
+            logging.INFO,
+            "admin_bus_faults",
+            replica=self.replica_id,
+            admin=claims.subject,
+            faults=",".join(sorted(faults.kinds())) or "none",
+        )
+        return web.json_response(self._bus_status())
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
@@ -702,11 +784,13 @@ class Replica:
         live = self.subscription is not None and self.subscription.live
         if self.state is ReplicaState.READY and live:
             return web.json_response({"status": "ready", "replicaId": self.replica_id})
-        reason = (
-            "shutting down"
-            if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED)
-            else "the bus subscription is not live"
-        )
+        if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED):
+            reason = "shutting down"
+        else:
+            reason = "the bus subscription is not live"
+            detail = getattr(self.subscription, "down_reason", None)
+            if detail:
+                reason += f" ({detail})"
         return json_error(503, f"not ready: {reason}", "not_ready")
 
 

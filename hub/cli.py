@@ -7,7 +7,10 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from ._catalog_check import add_catalog
 from ._config import load_catalog, settings_from_env
+from ._diagnose_cli import add_diagnose
+from ._load_cli import add_load
 from ._logging import configure_logging
 from ._serve import ServeOptions, serve
 from ._tokens import issue_token, parse_duration
@@ -211,12 +214,25 @@ def _run_sim(args: argparse.Namespace) -> int:
 
 
 # Each command module adds its parser here; the list is the CLI's table of contents.
+def _add_scenarios(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    # The scenario layer sits above the hub; it is imported only by the command line.
+    from scenarios._runner import add_scenarios_command
+
+    add_scenarios_command(commands)
+
+
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ] = [
     _add_serve,
     _add_token,
     _add_tune_quiet_window,
+    _add_scenarios,
+    add_diagnose,
+    add_catalog,
+    add_load,
     _add_sim,
 ]
 

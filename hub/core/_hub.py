@@ -106,6 +106,7 @@ class Subscriber:
         "notice",
         "principal",
         "queue",
+        "replay_pending",
         "state",
         "wake",
     )
@@ -114,6 +115,10 @@ class Subscriber:
         self.id = subscriber_id
         self.principal = principal
         self.queue: deque[EncodedEvent] = deque()
+        # Replayed frames at the head of the queue. They do not count against the
+        # live bound: the replay buffer bounds them, and a client catching up after
+        # a gap must not lose live events to its own catch-up.
+        self.replay_pending = 0
         self.state = SubscriberState.OPEN
         self.connected_at = now
         self.backpressure_since: float | None = None
@@ -321,7 +326,6 @@ class HubCore:
             return
         scopes = subscriber.principal.scopes
         rows = self.catalog.rows
-        capacity = self.settings.queue_size
         # Only events the subscriber may see are considered: a replay is a second
         # look at past dispatches, and each frame it queues enters the ledger as a
         # fanout pair, so the ledger stays exact.
@@ -329,13 +333,11 @@ class HubCore:
             row = rows.get(encoded.envelope.type)
             if row is None or row.required_permission not in scopes:
                 continue
-            counters.fanout += 1
-            if len(subscriber.queue) >= capacity:
-                counters.dropped_backpressure += 1
-                subscriber.dropped_backpressure += 1
-                continue
             subscriber.queue.append(encoded)
-            counters.queued += 1
+        replayed = len(subscriber.queue)
+        subscriber.replay_pending = replayed
+        counters.fanout += replayed
+        counters.queued += replayed
 
     def mark_written(self, subscriber: Subscriber, count: int) -> None:
         """The oldest ``count`` pending frames reached the connection: delivered."""
@@ -351,6 +353,8 @@ class HubCore:
                 queue.popleft()
             last = queue.popleft()
         subscriber.delivered += count
+        if subscriber.replay_pending:
+            subscriber.replay_pending = max(0, subscriber.replay_pending - count)
         subscriber.last_event_id = last.envelope.id
         subscriber.backpressure_since = None
         self._stalled.pop(subscriber.id, None)
@@ -477,7 +481,7 @@ class HubCore:
                 subscriber.dropped_permission += 1
                 continue
             queue = subscriber.queue
-            if len(queue) >= capacity:
+            if len(queue) - subscriber.replay_pending >= capacity:
                 full += 1
                 subscriber.dropped_backpressure += 1
                 overflowing.append(subscriber)
