@@ -8,7 +8,7 @@ around the hub's own core, so its metrics are the hub's metrics.
     result.write("out/")
 """
 
-from ._bus import CutOff, Drop, Fault, Latency, Pause, SubscriptionStatistics
+from ._bus import SubscriptionStatistics
 from ._config import (
     AdminDisconnect,
     BusModel,
@@ -26,6 +26,7 @@ from ._config import (
     Workload,
     WorldConfig,
     WorldConfigError,
+    combined_faults,
     load_world,
     world_from_mapping,
 )
@@ -54,20 +55,15 @@ __all__ = [
     "ClientMix",
     "ClientTruth",
     "Clients",
-    "CutOff",
     "DeployNewType",
     "Distribution",
-    "Drop",
     "Emitter",
-    "Fault",
     "FaultWindow",
     "GenerationRun",
     "HubSettings",
     "Interchanges",
-    "Latency",
     "LedgerViolation",
     "Operation",
-    "Pause",
     "Progress",
     "RollingDeploy",
     "SeriesRecord",
@@ -79,6 +75,7 @@ __all__ = [
     "World",
     "WorldConfig",
     "WorldConfigError",
+    "combined_faults",
     "load_world",
     "parse_distribution",
     "run_world",

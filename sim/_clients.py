@@ -56,9 +56,11 @@ class SimClient:
         "completions",
         "connected_s",
         "connections",
+        "connects",
         "current",
         "dark_spells",
         "duplicates",
+        "farewells",
         "first_seq",
         "got",
         "half_open_spells",
@@ -112,6 +114,9 @@ class SimClient:
         # The longest occurredAt-to-read of any frame read.
         self.lag_max = 0.0
         self.connections = 0
+        # When each stream opened, and on which replica.
+        self.connects: list[tuple[float, str]] = []
+        self.farewells = 0
         self.refused = 0
         self.dark_spells = 0
         self.half_open_spells = 0
@@ -177,6 +182,7 @@ class SimClient:
         self.state = ClientState.CONNECTED
         self.last_replica = replica.name
         self.connections += 1
+        self.connects.append((world.env.now, replica.name))
         self._connected_since = world.env.now
         kind = self.kind
         if kind is ClientKind.SLOW:
@@ -233,6 +239,7 @@ class SimClient:
         frame: bytes | None,
     ) -> None:
         """The client read the farewell (``server_shutdown``); the stream is over."""
+        self.farewells += 1
         self.stream_closed(reason)
         self._read_retry(frame)
         self._detach(connection)
@@ -335,6 +342,7 @@ class SimClient:
         if connection.ended:
             if connection.farewell is not None:
                 # The farewell was waiting in the socket behind the frames.
+                self.farewells += 1
                 self.read(frames, at)
                 self._read_retry(connection.farewell_frame)
                 self._detach(connection)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
 )
@@ -33,6 +33,8 @@ from hub.core import (
     Catalog,
     ConfigError,
     CoreSettings,
+    Faults,
+    Latency,
 )
 
 from ._random import Distribution, exponential, parse_distribution, uniform
@@ -41,8 +43,31 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 
 Dist = Annotated[
     Distribution,
-    BeforeValidator(parse_distribution),
+    PlainValidator(parse_distribution),
     PlainSerializer(str, return_type=str),
+]
+
+
+def parse_latency(value: object) -> Latency:
+    """A bus delay in the bus's own spec language (``exp:2ms``, ``50ms``)."""
+    if isinstance(value, Latency):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a latency spec like '50ms' or 'exp:2ms'")
+    try:
+        return (
+            Latency.fixed(float(value))
+            if not isinstance(value, str)
+            else (Latency.parse(value))
+        )
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+BusLatency = Annotated[
+    Latency,
+    PlainValidator(parse_latency),
+    PlainSerializer(lambda latency: latency.spec(), return_type=str),
 ]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -134,11 +159,12 @@ class Topology:
 
 @dataclass(frozen=True, slots=True)
 class BusModel:
-    """Each replica's subscription delivers in order after this latency."""
+    """Each replica's subscription delivers in order after this latency, written
+    as the bus's faults write theirs (``exp:2ms``, ``fixed:0``, ``uniform:1ms,5ms``)."""
 
     __pydantic_config__ = _STRICT
 
-    latency: Dist = field(default_factory=lambda: exponential(0.002))
+    latency: BusLatency = field(default_factory=lambda: Latency.exponential(0.002))
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,31 +329,59 @@ Operation = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class FaultWindow:
-    """A bus fault on one replica's subscription for a while.
+    """A bus fault on one replica's subscription for a while, in the vocabulary
+    of the hub's bus (``hub.core.Faults``).
 
-    ``pause``: messages wait in the subscription; ``latency``: extra delivery delay;
-    ``drop``: a fraction of messages never arrives; ``cut_off``: nothing arrives
-    and the subscription is not live, so the replica is not ready.
+    ``pause``: messages wait in the subscription; ``latency``: each message waits
+    this delay more; ``drop``: this fraction of messages is lost; ``cut``: messages
+    published meanwhile are lost, and the subscription is not live, so the replica
+    is not ready.
     """
 
     __pydantic_config__ = _STRICT
 
-    kind: Literal["pause", "latency", "drop", "cut_off"]
+    kind: Literal["pause", "latency", "drop", "cut"]
     replica: ReplicaName
     at_s: NonNegative
     duration_s: Positive
-    latency: Dist | None = None
+    latency: BusLatency | None = None
     fraction: Fraction | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "latency" and self.latency is None:
-            raise ValueError("a latency fault needs 'latency', like 'fixed(2.0)'")
+            raise ValueError("a latency fault needs 'latency', like 'fixed:2s'")
         if self.kind == "drop" and self.fraction is None:
             raise ValueError("a drop fault needs 'fraction', like 0.1")
         if self.kind != "latency" and self.latency is not None:
             raise ValueError(f"'latency' applies to latency faults, not {self.kind}")
         if self.kind != "drop" and self.fraction is not None:
             raise ValueError(f"'fraction' applies to drop faults, not {self.kind}")
+
+    def faults(self) -> Faults:
+        """This fault alone, as the bus applies it."""
+        if self.kind == "pause":
+            return Faults(paused=True)
+        if self.kind == "cut":
+            return Faults(cut=True)
+        if self.kind == "drop":
+            assert self.fraction is not None
+            return Faults(drop=self.fraction)
+        return Faults(latency=self.latency)
+
+
+def combined_faults(windows: list[FaultWindow]) -> Faults:
+    """The faults of a replica while ``windows`` (in start order) are open."""
+    paused = any(window.kind == "pause" for window in windows)
+    cut = any(window.kind == "cut" for window in windows)
+    kept = 1.0
+    latency: Latency | None = None
+    for window in windows:
+        if window.fraction is not None:
+            # Independent losses: a message survives every one of them or none.
+            kept *= 1 - window.fraction
+        if window.latency is not None:
+            latency = window.latency
+    return Faults(paused=paused, cut=cut, drop=1 - kept, latency=latency)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,10 @@ class ClientTruth:
     # Frames the hub counted as written that the client never read.
     lost_in_socket: int
     connections: int
+    # (time, replica) of every stream it opened.
+    connects: list[tuple[float, str]]
+    # server_shutdown frames it read.
+    farewells: int
     refused: int
     # Reconnects the hub could not replay for (the client was told to reload).
     reload_notices: int
@@ -133,8 +137,9 @@ class GenerationRun:
     disconnects: dict[str, int]
     batches_completed: int
     bus_offered: int
+    # What the replica's bus faults took over the whole run (every process).
     bus_dropped: int
-    bus_cut_off: int
+    bus_cut: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,39 @@ class SimulationResult:
             if time_s == when:
                 return total
         raise KeyError(f"no sample at {when} s")
+
+    def increase(
+        self,
+        metric: str,
+        start_s: float,
+        end_s: float,
+        *,
+        replica: str | None = None,
+        **labels: str,
+    ) -> float:
+        """How much a counter grew from ``start_s`` to ``end_s`` (sample times),
+        summed over matching series; a process that started in between (a deploy)
+        counts from zero, as Prometheus reads a counter reset."""
+        first: dict[tuple[str, int, str, str, str, str], float] = {}
+        last: dict[tuple[str, int, str, str, str, str], float] = {}
+        for record in self.records(metric):
+            if replica is not None and record.replica != replica:
+                continue
+            if any(getattr(record, key) != value for key, value in labels.items()):
+                continue
+            key = (
+                record.replica,
+                record.generation,
+                record.tenant_id,
+                record.event_type,
+                record.reason,
+                record.le,
+            )
+            if record.time_s <= start_s:
+                first[key] = record.value
+            if record.time_s <= end_s:
+                last[key] = record.value
+        return sum(value - first.get(key, 0.0) for key, value in last.items())
 
     def total(self, field_name: str) -> int:
         """A counter of every process of every replica, summed (``delivered`` ...)."""

@@ -28,7 +28,7 @@ from hub.core import (
     parse_catalog,
 )
 
-from ._bus import CutOff, Drop, Fault, Latency, Pause, SimBus
+from ._bus import SimBus
 from ._clients import ClientState, SimClient
 from ._config import (
     AdminDisconnect,
@@ -39,6 +39,7 @@ from ._config import (
     WorldConfig,
     WorldConfigError,
     check_against_catalog,
+    combined_faults,
 )
 from ._log import log_event
 from ._population import build_population
@@ -179,7 +180,9 @@ class World:
         self.population = build_population(config, catalog)
         self._admin_tenants = self._resolve_tenants(source)
         self.truth = Truth()
-        self.bus = SimBus(self.env, config.bus.latency)
+        self.bus = SimBus(self.env, config.bus.latency, config.seed)
+        # The fault windows open on each replica, in the order they opened.
+        self._open_faults: dict[str, list[FaultWindow]] = defaultdict(list)
         self.replicas = [SimReplica(self, name) for name in config.replica_names]
         self.balancer = Balancer(
             self.replicas, config.topology.balancer, stream(config.seed, "balancer")
@@ -258,11 +261,8 @@ class World:
         for index, operation in enumerate(self.config.operations):
             do_at(env, operation.at_s, partial(self._operate, index, operation))
         for window in self.config.faults:
-            fault = fault_of(window)
-            do_at(env, window.at_s, partial(self._fault, window, fault))
-            do_at(
-                env, window.at_s + window.duration_s, partial(self._lift, window, fault)
-            )
+            do_at(env, window.at_s, partial(self._fault, window))
+            do_at(env, window.at_s + window.duration_s, partial(self._lift, window))
 
     def _operate(
         self, index: int, operation: RollingDeploy | DeployNewType | AdminDisconnect
@@ -328,8 +328,10 @@ class World:
             at_s=round(self.env.now, 3),
         )
 
-    def _fault(self, window: FaultWindow, fault: Fault) -> None:
-        self.bus.apply(window.replica, fault)
+    def _fault(self, window: FaultWindow) -> None:
+        windows = self._open_faults[window.replica]
+        windows.append(window)
+        self.bus.set_faults(window.replica, combined_faults(windows))
         log_event(
             logging.INFO,
             "bus_fault",
@@ -339,8 +341,10 @@ class World:
             at_s=round(self.env.now, 3),
         )
 
-    def _lift(self, window: FaultWindow, fault: Fault) -> None:
-        self.bus.lift(window.replica, fault)
+    def _lift(self, window: FaultWindow) -> None:
+        windows = self._open_faults[window.replica]
+        windows.remove(window)
+        self.bus.set_faults(window.replica, combined_faults(windows))
         log_event(
             logging.INFO,
             "bus_fault_lifted",
@@ -596,6 +600,8 @@ class World:
             completions=client.completions,
             lost_in_socket=client.lost_in_socket,
             connections=client.connections,
+            connects=list(client.connects),
+            farewells=client.farewells,
             refused=client.refused,
             reload_notices=client.reload_notices,
             streams_ended=dict(sorted(client.streams_ended.items())),
@@ -663,7 +669,7 @@ class World:
             for generation in replica.generations:
                 stats = generation.statistics()
                 tenants = stats.tenants.values()
-                bus = generation.subscription.statistics()
+                faults = self.bus.fault_statistics(replica.name)
                 runs.append(
                     GenerationRun(
                         replica=replica.name,
@@ -683,25 +689,12 @@ class World:
                             for reason in DisconnectReason
                         },
                         batches_completed=sum(t.batches_completed for t in tenants),
-                        bus_offered=bus.offered,
-                        bus_dropped=bus.dropped,
-                        bus_cut_off=bus.cut_off,
+                        bus_offered=generation.subscription.offered,
+                        bus_dropped=faults.dropped,
+                        bus_cut=faults.cut,
                     )
                 )
         return runs
-
-
-def fault_of(window: FaultWindow) -> Fault:
-    """The pure fault a timeline window applies."""
-    if window.kind == "pause":
-        return Pause()
-    if window.kind == "cut_off":
-        return CutOff()
-    if window.kind == "drop":
-        assert window.fraction is not None
-        return Drop(window.fraction)
-    assert window.latency is not None
-    return Latency(window.latency)
 
 
 def run_world(
