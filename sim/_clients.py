@@ -146,7 +146,7 @@ class SimClient:
         if self.state in (ClientState.GONE, ClientState.CONNECTED):
             return
         avoid = self.last_replica if self.settings.reconnect_elsewhere else None
-        replica = self.world.balancer.choose(avoid)
+        replica = self.world.balancer.choose(avoid, pinned=self.spec.replica)
         if replica is None or replica.current is None:
             # Refused (no ready replica): the browser tries again after retry.
             self.refused += 1
@@ -190,14 +190,16 @@ class SimClient:
             world.env.process(
                 connection.read_slowly(
                     self.rng,
-                    settings.slow_drain_rate_per_s,
+                    self.spec.read_rate_per_s or settings.slow_drain_rate_per_s,
                     settings.slow_drain == "exponential",
                 )
             )
         elif kind is ClientKind.FLAPPING:
             self._next_dark(connection)
         elif kind is ClientKind.HALF_OPEN:
-            delay = self.settings.half_open_after.sample(self.rng)
+            delay = (self.spec.dark_after or self.settings.half_open_after).sample(
+                self.rng
+            )
             call_later(world.env, delay, lambda _: self._go_half_open(connection))
         if subscriber.queue and kind is not ClientKind.SLOW:
             # Replayed frames were queued before this edge could be woken.
@@ -320,7 +322,7 @@ class SimClient:
     # -- flapping --------------------------------------------------------------------
 
     def _next_dark(self, connection: Connection) -> None:
-        delay = self.settings.flap_every.sample(self.rng)
+        delay = (self.spec.dark_after or self.settings.flap_every).sample(self.rng)
         call_later(self.world.env, delay, lambda _: self._go_dark(connection))
 
     def _go_dark(self, connection: Connection) -> None:
@@ -331,7 +333,7 @@ class SimClient:
         connection.end_span()
         connection.mode = Mode.DARK
         self.dark_spells += 1
-        delay = self.settings.flap_dark.sample(self.rng)
+        delay = (self.spec.dark_for or self.settings.flap_dark).sample(self.rng)
         call_later(self.world.env, delay, lambda _: self._back_from_dark(connection))
 
     def _back_from_dark(self, connection: Connection) -> None:
@@ -356,6 +358,19 @@ class SimClient:
                 # Aborted by the hub while dark: what the socket held is lost.
                 self.lost_in_socket += len(frames)
                 self._detach(connection)
+            self._reconnect_later()
+            return
+        if self.settings.flap_drops_socket:
+            # The client gives up on the stream: what its socket held is gone, and
+            # the hub learns of it the next time it writes.
+            self.lost_in_socket += len(frames)
+            connection.ended = True
+            self.stream_closed(DisconnectReason.CLIENT)
+            connection.generation.core.disconnect(
+                connection.subscriber, DisconnectReason.CLIENT
+            )
+            connection.generation.settle()
+            self._detach(connection)
             self._reconnect_later()
             return
         if self.read(frames, at):

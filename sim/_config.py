@@ -131,6 +131,38 @@ DEFAULT_ROLE_WEIGHTS: Mapping[str, float] = {
 }
 
 
+Behaviour = Literal["steady", "slow", "flapping", "half_open"]
+GroupName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberGroup:
+    """Identical browser tabs of one tenant, each its own user and token.
+
+    Behaviour parameters left out come from ``[clients]``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    name: GroupName
+    tenant: str
+    count: PositiveCount = 1
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    behaviour: Behaviour = "steady"
+    # Pinned to this replica (reconnects go back to it); None: any replica.
+    replica: ReplicaName | None = None
+    # The first connections, evenly spaced from connect_at_s over connect_over_s.
+    connect_at_s: NonNegative = 0.0
+    connect_over_s: NonNegative = 0.0
+    # slow: frames read per second.
+    read_rate_per_s: Positive | None = None
+    # flapping: connected time before each dark spell, and its length;
+    # half_open: connected time before the connection dies.
+    dark_after: Dist | None = None
+    dark_for: Dist | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     """Replicas, tenants, their users and open streams, and the load balancer."""
@@ -155,6 +187,9 @@ class Topology:
     balancer: Literal["random", "round_robin", "least_connections"] = "random"
     # The first connections spread evenly over this many seconds from the start.
     connect_over_s: NonNegative = 1.0
+    # Explicit groups of streams, besides the ``subscribers`` drawn above; their
+    # tenants join the world (after ``tenant_names``).
+    groups: tuple[SubscriberGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +226,12 @@ class Clients:
     # Slow readers take one frame at a time, each after a drain time of this mean.
     slow_drain_rate_per_s: Positive = 5.0
     slow_drain: Literal["exponential", "fixed"] = "exponential"
-    # Flapping clients: connected time between dark spells, and their length.
+    # Flapping clients: connected time between dark spells, and their length;
+    # after a spell the client either reads on if its stream survived, or drops
+    # the socket and reconnects.
     flap_every: Dist = field(default_factory=lambda: exponential(300.0))
     flap_dark: Dist = field(default_factory=lambda: uniform(5.0, 90.0))
+    flap_drops_socket: bool = False
     # Frames the network and kernel buffers absorb before writes to a stream that
     # is not being read stall.
     socket_buffer_frames: Count = 32
@@ -221,10 +259,17 @@ class Emitter:
 
     __pydantic_config__ = _STRICT
 
-    family: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     rate_per_s: Positive
-    # Event types drawn uniformly; empty means every catalog type of the family.
+    # The permission family (``claims``) whose catalog types are drawn, or the
+    # types themselves (drawn uniformly); one of the two is needed.
+    family: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
     types: tuple[str, ...] = ()
+    # Only these tenants (slugs), by their weights; empty: every tenant.
+    tenants: tuple[str, ...] = ()
+    start_s: NonNegative = 0.0
+    stop_s: Positive | None = None
+    # Padding in each payload, for realistic frame sizes.
+    payload_bytes: Count = 0
     process: Literal["poisson", "bursty", "daily"] = "poisson"
     # bursty: calm and burst spells alternate; the burst rate is this multiple of
     # the calm rate, and the long-run mean stays rate_per_s.
@@ -235,6 +280,10 @@ class Emitter:
     # trough_ratio of the peak, and the daily mean stays rate_per_s.
     peak_hour: Annotated[float, Field(ge=0, lt=24, allow_inf_nan=False)] = 14.0
     trough_ratio: Fraction = 0.2
+
+    def __post_init__(self) -> None:
+        if self.family is None and not self.types:
+            raise ValueError("an emitter needs a 'family' or a list of 'types'")
 
 
 def default_emitters() -> tuple[Emitter, ...]:
@@ -292,13 +341,18 @@ class RollingDeploy:
 
 @dataclass(frozen=True, slots=True)
 class DeployNewType:
-    """A rolling deploy that lands a catalog row, and producers that start emitting
-    its type when the deploy starts."""
+    """A deploy that lands a catalog row, and producers that start emitting its
+    type when the deploy starts (at ``rate_per_s``; zero for none).
+
+    With ``restart`` the row comes with a rolling deploy (each replica restarts on
+    the new catalog); without, it lands on every running replica at once.
+    """
 
     __pydantic_config__ = _STRICT
 
     at_s: NonNegative
     kind: Literal["deploy_new_type"] = "deploy_new_type"
+    restart: bool = True
     interval_s: NonNegative = 20.0
     restart_s: NonNegative = 5.0
     replicas: tuple[ReplicaName, ...] = ()
@@ -306,7 +360,7 @@ class DeployNewType:
     required_permission: str = "eligibility.read"
     severity: str = "info"
     label: str = "Eligibility checked"
-    rate_per_s: Positive = 1.0
+    rate_per_s: NonNegative = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,12 +578,34 @@ def check_world(world: WorldConfig, *, source: str) -> None:
         fail("topology.tenant_names", "the names must be different")
     if len(world.topology.tenant_names) > world.topology.tenants:
         fail("topology.tenant_names", "more names than topology.tenants")
+    for index, group in enumerate(world.topology.groups):
+        key = f"topology.groups.{index}"
+        if not TENANT_PATTERN.match(group.tenant):
+            fail(f"{key}.tenant", f"'{group.tenant}' is not a tenant slug")
+        if group.replica is not None and group.replica not in names:
+            fail(
+                f"{key}.replica",
+                f"no replica '{group.replica}'; the world has r1..r{len(names)}",
+            )
+        if not group.roles and not group.scopes:
+            fail(key, "a group needs roles or scopes")
+    group_names = [group.name for group in world.topology.groups]
+    if len(set(group_names)) != len(group_names):
+        fail("topology.groups", "group names must be different")
     mix = world.clients.mix
     if world.topology.subscribers and not (
         mix.steady + mix.slow + mix.flapping + mix.half_open > 0
     ):
         fail("clients.mix", "at least one behaviour needs a weight above zero")
     for index, emitter in enumerate(world.workload.emitters):
+        for position, tenant in enumerate(emitter.tenants):
+            if not TENANT_PATTERN.match(tenant):
+                fail(
+                    f"workload.emitters.{index}.tenants.{position}",
+                    f"'{tenant}' is not a tenant slug",
+                )
+        if emitter.stop_s is not None and emitter.stop_s <= emitter.start_s:
+            fail(f"workload.emitters.{index}.stop_s", "must come after start_s")
         for position, event_type in enumerate(emitter.types):
             if not EVENT_TYPE_PATTERN.match(event_type):
                 fail(
@@ -556,14 +632,14 @@ def check_world(world: WorldConfig, *, source: str) -> None:
             if operation.severity not in SEVERITIES:
                 fail(f"{key}.severity", f"expected one of {', '.join(SEVERITIES)}")
         if isinstance(operation, AdminDisconnect):
-            tenant = operation.tenant
-            if isinstance(tenant, int) and tenant >= world.topology.tenants:
+            ejected = operation.tenant
+            if isinstance(ejected, int) and ejected >= world.topology.tenants:
                 fail(
                     f"{key}.tenant",
-                    f"tenant rank {tenant} but the world has {world.topology.tenants}",
+                    f"tenant rank {ejected} but the world has {world.topology.tenants}",
                 )
-            if isinstance(tenant, str) and not TENANT_PATTERN.match(tenant):
-                fail(f"{key}.tenant", f"'{tenant}' is not a tenant slug")
+            if isinstance(ejected, str) and not TENANT_PATTERN.match(ejected):
+                fail(f"{key}.tenant", f"'{ejected}' is not a tenant slug")
     for index, fault in enumerate(world.faults):
         if fault.replica not in names:
             fail(
@@ -587,9 +663,16 @@ def check_against_catalog(world: WorldConfig, catalog: Catalog, source: str) -> 
             )
     if world.topology.subscribers and not world.topology.roles:
         fail("topology.roles", "users need at least one role to draw from")
+    for index, group in enumerate(world.topology.groups):
+        for position, role in enumerate(group.roles):
+            if role not in catalog.roles:
+                fail(
+                    f"topology.groups.{index}.roles.{position}",
+                    f"the catalog ({catalog.source}) has no role '{role}'",
+                )
     families = {row.family for row in catalog.rows.values()}
     for index, emitter in enumerate(world.workload.emitters):
-        if emitter.family not in families:
+        if emitter.family is not None and emitter.family not in families:
             fail(
                 f"workload.emitters.{index}.family",
                 f"the catalog has no family '{emitter.family}'; it has "

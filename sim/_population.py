@@ -19,7 +19,7 @@ from faker import Faker
 from hub.core import Catalog, Principal
 
 from ._config import Topology, WorldConfig
-from ._random import stream
+from ._random import Distribution, stream
 
 
 class ClientKind(enum.StrEnum):
@@ -54,12 +54,21 @@ class TradingPartner:
 
 @dataclass(frozen=True, slots=True)
 class ClientSpec:
-    """One browser tab: a user, a behaviour, and when it first connects."""
+    """One browser tab: a user, a behaviour, and when it first connects.
+
+    Clients of a subscriber group carry its name, its pinned replica and the
+    behaviour parameters it sets; the others take ``[clients]``.
+    """
 
     id: str
     user: User
     kind: ClientKind
     connect_at_s: float
+    group: str = ""
+    replica: str | None = None
+    read_rate_per_s: float | None = None
+    dark_after: Distribution | None = None
+    dark_for: Distribution | None = None
 
     @property
     def tenant(self) -> str:
@@ -89,7 +98,11 @@ def build_population(world: WorldConfig, catalog: Catalog) -> Population:
     fake.seed_instance(stream(world.seed, "faker").getrandbits(64))
     rng = stream(world.seed, "population")
 
-    tenants = _tenants(fake, topology.tenants, topology.tenant_names, topology)
+    named = list(topology.tenant_names)
+    for group in topology.groups:
+        if group.tenant not in named:
+            named.append(group.tenant)
+    tenants = _tenants(fake, max(topology.tenants, len(named)), named, topology)
     partners = _partners(fake, topology.trading_partners)
 
     weights = [tenant.weight for tenant in tenants]
@@ -133,6 +146,33 @@ def build_population(world: WorldConfig, catalog: Catalog) -> Population:
             connect_at = rng.uniform(0.0, topology.connect_over_s)
             clients.append(
                 ClientSpec(f"c{len(clients) + 1:06d}", user, kind, connect_at)
+            )
+    for group in topology.groups:
+        scopes = catalog.scopes_for_roles(group.roles) | frozenset(group.scopes)
+        for index in range(group.count):
+            subject = f"{group.name}-{index + 1}@{group.tenant}.example"
+            principal = Principal(
+                subject=subject,
+                tenant_id=group.tenant,
+                scopes=scopes,
+                roles=frozenset(group.roles),
+                token_id=hashlib.sha256(subject.encode()).hexdigest()[:16],
+            )
+            user = User(subject, subject, group.tenant, tuple(group.roles), principal)
+            users.append(user)
+            spread = group.connect_over_s * index / group.count
+            clients.append(
+                ClientSpec(
+                    f"c{len(clients) + 1:06d}",
+                    user,
+                    ClientKind(group.behaviour),
+                    group.connect_at_s + spread,
+                    group=group.name,
+                    replica=group.replica,
+                    read_rate_per_s=group.read_rate_per_s,
+                    dark_after=group.dark_after,
+                    dark_for=group.dark_for,
+                )
             )
     return Population(tuple(tenants), tuple(users), tuple(partners), tuple(clients))
 

@@ -35,6 +35,7 @@ from ._sched import call_at, call_later, do_later
 from ._streams import write_streams
 
 if TYPE_CHECKING:
+    from ._report import SeriesRecord
     from ._streams import Connection
     from ._world import World
 
@@ -104,6 +105,7 @@ class Generation:
         "closed_at",
         "core",
         "dirty",
+        "final_series",
         "latency",
         "number",
         "replica",
@@ -139,6 +141,8 @@ class Generation:
         self.alive = True
         self.started_at = world.env.now
         self.closed_at: float | None = None
+        # Its metrics when it ended (a process's counters die with it).
+        self.final_series: tuple[SeriesRecord, ...] | None = None
 
     # -- the bus ---------------------------------------------------------------------
 
@@ -338,6 +342,9 @@ class SimReplica:
             self._finish(generation)
 
     def _finish(self, generation: Generation) -> None:
+        generation.final_series = tuple(
+            self.world.records_of(self.world.env.now, self.name, generation)
+        )
         generation.retire()
         self.current = None
         self.phase = ReplicaPhase.DOWN

@@ -65,6 +65,8 @@ class ClientTruth:
     """One client over the whole run."""
 
     client_id: str
+    # The subscriber group it belongs to; empty for the drawn population.
+    group: str
     tenant_id: str
     user: str
     kind: str
@@ -129,6 +131,8 @@ class GenerationRun:
     generation: int
     started_at_s: float
     closed_at_s: float | None
+    # Every contract series of the process as it ended (or at the end of the run).
+    final_series: tuple[SeriesRecord, ...]
     open_streams: int
     dispatched: int
     fanout: int
@@ -230,6 +234,22 @@ class SimulationResult:
             if record.time_s <= end_s:
                 last[key] = record.value
         return sum(value - first.get(key, 0.0) for key, value in last.items())
+
+    def final_total(
+        self, metric: str, *, replica: str | None = None, **labels: str
+    ) -> float:
+        """A counter at the end as Prometheus' reset handling reads it: what every
+        process of the matching replicas counted, summed over matching series."""
+        total = 0.0
+        for run in self.generations:
+            if replica is not None and run.replica != replica:
+                continue
+            for record in run.final_series:
+                if record.metric != metric:
+                    continue
+                if all(getattr(record, key) == value for key, value in labels.items()):
+                    total += record.value
+        return total
 
     def total(self, field_name: str) -> int:
         """A counter of every process of every replica, summed (``delivered`` ...)."""

@@ -58,9 +58,24 @@ class EventFactory:
         self._cumulative = list(itertools.accumulate(weights))
 
     def pick_tenant(self, rng: random.Random) -> str:
-        total = self._cumulative[-1]
-        index = bisect.bisect_right(self._cumulative, rng.random() * total)
-        return self._tenant_slugs[min(index, len(self._tenant_slugs) - 1)]
+        return pick(rng, self._tenant_slugs, self._cumulative)
+
+    def tenant_picker(self, slugs: Sequence[str]) -> tuple[list[str], list[float]]:
+        """The tenants ``slugs`` (all when empty) and their cumulative weights."""
+        tenants = self._world.population.tenants
+        chosen = [t for t in tenants if not slugs or t.slug in slugs]
+        return [t.slug for t in chosen], list(
+            itertools.accumulate(t.weight for t in chosen)
+        )
+
+    def occurred_at(self, at_s: float) -> tuple[int, str]:
+        """Milliseconds since the epoch and the RFC 3339 text of sim time ``at_s``."""
+        milliseconds = round((self._world.start_epoch + at_s) * 1_000_000) // 1000
+        second, millisecond = divmod(milliseconds, 1000)
+        if second != self._second:
+            self._second = second
+            self._second_text = format_timestamp(second)[:-4]
+        return milliseconds, f"{self._second_text}{millisecond:03d}Z"
 
     def envelope(
         self,
@@ -68,23 +83,29 @@ class EventFactory:
         tenant: str,
         rng: random.Random,
         batch: BatchRef | None = None,
+        padding: int = 0,
     ) -> Envelope:
         world = self._world
-        milliseconds = round((world.start_epoch + world.env.now) * 1_000_000) // 1000
-        second, millisecond = divmod(milliseconds, 1000)
-        if second != self._second:
-            self._second = second
-            self._second_text = format_timestamp(second)[:-4]
+        milliseconds, occurred_at = self.occurred_at(world.env.now)
         row = world.truth_catalog.rows.get(event_type)
+        payload = _payload(event_type, rng, batch)
+        if padding:
+            payload["padding"] = "x" * padding
         return Envelope(
             id=ulid_text(milliseconds, rng.getrandbits(80)),
             type=event_type,
             tenant_id=tenant,
-            occurred_at=f"{self._second_text}{millisecond:03d}Z",
+            occurred_at=occurred_at,
             severity=row.default_ui_severity if row is not None else "info",
-            payload=_payload(event_type, rng, batch),
+            payload=payload,
             batch=batch,
         )
+
+
+def pick(rng: random.Random, items: Sequence[str], cumulative: Sequence[float]) -> str:
+    """One of ``items``, by weight (``cumulative`` holds the running sums)."""
+    index = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+    return items[min(index, len(items) - 1)]
 
 
 def _payload(
@@ -132,14 +153,15 @@ class EmitterModel:
         self._spec = spec
         self._types = list(types)
         self._rng = rng
-        self._start_s = start_s
-        self._end_s = world.config.duration_s
+        self._start_s = max(start_s, spec.start_s)
+        self._end_s = min(world.config.duration_s, spec.stop_s or math.inf)
+        self._tenants, self._weights = world.events.tenant_picker(spec.tenants)
         self.emitted = 0
         # bursty: the current spell and when it ends; calm and burst rates keep the
         # long-run mean at rate_per_s.
         self._bursting = False
         self._in_spell = False
-        self._spell_end = start_s
+        self._spell_end = self._start_s
         calm_mean = spec.calm.mean
         burst_mean = spec.burst.mean
         weight = calm_mean + spec.burst_factor * burst_mean
@@ -152,6 +174,8 @@ class EmitterModel:
         self._peak_rate = spec.rate_per_s * 2 / (1 + spec.trough_ratio)
 
     def start(self) -> None:
+        if not self._tenants:
+            return
         at = self._next(self._start_s)
         if at is not None:
             call_later(self._world.env, at - self._world.env.now, self._arrive)
@@ -159,11 +183,15 @@ class EmitterModel:
     def _arrive(self, _: object) -> None:
         world = self._world
         rng = self._rng
-        tenant = world.events.pick_tenant(rng)
+        tenant = pick(rng, self._tenants, self._weights)
         event_type = (
             self._types[0] if len(self._types) == 1 else rng.choice(self._types)
         )
-        world.publish(world.events.envelope(event_type, tenant, rng))
+        world.publish(
+            world.events.envelope(
+                event_type, tenant, rng, padding=self._spec.payload_bytes
+            )
+        )
         self.emitted += 1
         at = self._next(world.env.now)
         if at is not None:

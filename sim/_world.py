@@ -25,6 +25,7 @@ from hub.core import (
     DisconnectReason,
     DropReason,
     Envelope,
+    format_timestamp,
     parse_catalog,
 )
 
@@ -108,7 +109,14 @@ class Balancer:
         self._rng = rng
         self._turn = 0
 
-    def choose(self, avoid: str | None) -> SimReplica | None:
+    def choose(self, avoid: str | None, pinned: str | None = None) -> SimReplica | None:
+        """A ready replica for a new stream, other than ``avoid`` when there is a
+        choice; only ``pinned`` when given."""
+        if pinned is not None:
+            for replica in self._replicas:
+                if replica.name == pinned:
+                    return replica if replica.ready else None
+            return None
         ready = [replica for replica in self._replicas if replica.ready]
         if not ready:
             return None
@@ -179,6 +187,7 @@ class World:
         self.core_settings = config.hub.core_settings()
         self.population = build_population(config, catalog)
         self._admin_tenants = self._resolve_tenants(source)
+        self._check_emitter_tenants(source)
         self.truth = Truth()
         self.bus = SimBus(self.env, config.bus.latency, config.seed)
         # The fault windows open on each replica, in the order they opened.
@@ -208,6 +217,8 @@ class World:
             SimClient(self, spec, stream(config.seed, f"client/{spec.id}"))
             for spec in self.population.clients
         ]
+        # Per batch bucket: first and last publish time, events published.
+        self._sent_batches: dict[tuple[str, str, str], list[float]] = {}
         self._series: list[SeriesRecord] = []
         self._violations: list[LedgerViolation] = []
         self._sample_times: list[float] = []
@@ -246,13 +257,47 @@ class World:
                 )
         return resolved
 
+    def _check_emitter_tenants(self, source: str) -> None:
+        slugs = {tenant.slug for tenant in self.population.tenants}
+        for index, emitter in enumerate(self.config.workload.emitters):
+            for position, tenant in enumerate(emitter.tenants):
+                if tenant not in slugs:
+                    raise WorldConfigError(
+                        f"no tenant '{tenant}' in this world; name tenants with "
+                        "topology.tenant_names or topology.groups",
+                        source=source,
+                        key=f"workload.emitters.{index}.tenants.{position}",
+                    )
+
     # -- what the models call ----------------------------------------------------------
 
     def publish(self, envelope: Envelope) -> None:
         """A producer publishes one event to the bus."""
         row = self.truth_catalog.rows.get(envelope.type)
         self.truth.record(envelope, row.required_permission if row else None)
+        ref = envelope.batch
+        if ref is not None:
+            key = (envelope.tenant_id, ref.trading_partner_id, ref.isa13)
+            sent = self._sent_batches.get(key)
+            now = self.env.now
+            if sent is None:
+                self._sent_batches[key] = [now, now, 1]
+            else:
+                sent[1] = now
+                sent[2] += 1
         self.bus.publish(envelope)
+
+    def occurred_at(self, at_s: float) -> str:
+        """The ``occurredAt`` of an event published at simulated time ``at_s``."""
+        return format_timestamp(self.start_epoch + at_s)
+
+    def publish_at(self, at_s: float, envelope: Envelope) -> None:
+        """Publish ``envelope`` at simulated time ``at_s``, besides the modelled
+        workload: how a caller plays an explicit schedule of events (give it an
+        ``occurredAt`` from ``occurred_at(at_s)``). Call before ``run``."""
+        if self._ran:
+            raise RuntimeError("events are scheduled before the world runs")
+        do_at(self.env, at_s, partial(self.publish, envelope))
 
     # -- the timeline ------------------------------------------------------------------
 
@@ -283,15 +328,19 @@ class World:
                 self,
                 Emitter(
                     family=row.family,
-                    rate_per_s=operation.rate_per_s,
+                    rate_per_s=max(operation.rate_per_s, 1e-9),
                     types=(operation.type,),
                 ),
                 [operation.type],
                 stream(self.config.seed, f"operation/{index}/emitter"),
                 start_s=self.env.now,
             )
-            self.emitters.append(emitter)
-            emitter.start()
+            if operation.rate_per_s > 0:
+                self.emitters.append(emitter)
+                emitter.start()
+            if not operation.restart:
+                self._land_row(operation, row)
+                return
         names = operation.replicas or tuple(self.config.replica_names)
         log_event(
             logging.INFO,
@@ -308,6 +357,21 @@ class World:
                 step * operation.interval_s,
                 partial(replica.close, restart_after_s=operation.restart_s),
             )
+
+    def _land_row(self, operation: DeployNewType, row: CatalogRow) -> None:
+        """The row reaches every running replica at once (no restart)."""
+        names = set(operation.replicas or self.config.replica_names)
+        for replica in self.replicas:
+            generation = replica.current
+            if replica.name in names and generation is not None:
+                generation.core.catalog = generation.core.catalog.with_row(row)
+        log_event(
+            logging.INFO,
+            "catalog_row_landed",
+            type=row.type,
+            replicas=",".join(sorted(names)),
+            at_s=round(self.env.now, 3),
+        )
 
     def _admin_disconnect(self, index: int, operation: AdminDisconnect) -> None:
         tenant = self._admin_tenants[index]
@@ -376,7 +440,7 @@ class World:
             )
             if generation is not None:
                 self._check_ledger(at, replica.name, generation)
-                self._sample_generation(at, replica.name, generation)
+                self._series.extend(self.records_of(at, replica.name, generation))
         states: dict[ClientState, int] = defaultdict(int)
         for client in self.clients:
             states[client.state] += 1
@@ -400,11 +464,14 @@ class World:
             )
         )
 
-    def _sample_generation(self, at: float, name: str, generation: Generation) -> None:
+    def records_of(
+        self, at: float, name: str, generation: Generation
+    ) -> list[SeriesRecord]:
+        """One process's contract metrics now, in the hub's exposition order."""
         stats = generation.statistics()
         number = generation.number
         tenants = sorted(stats.tenants.items())
-        out = self._series
+        out: list[SeriesRecord] = []
 
         def add(
             metric: str,
@@ -457,6 +524,7 @@ class World:
             add("rcm_realtime_delivery_latency_seconds_bucket", count, le=bound)
         add("rcm_realtime_delivery_latency_seconds_sum", histogram.total)
         add("rcm_realtime_delivery_latency_seconds_count", histogram.count)
+        return out
 
     def _check_ledger(self, at: float, name: str, generation: Generation) -> None:
         """The contract's ledger per tenant, and the gauges against the queues."""
@@ -588,6 +656,7 @@ class World:
         should = (client.should_until or 0) - client.should_from
         return ClientTruth(
             client_id=spec.id,
+            group=spec.group,
             tenant_id=spec.tenant,
             user=spec.user.subject,
             kind=spec.kind.value,
@@ -628,9 +697,14 @@ class World:
                 )
                 keyed[key].append(completion)
             completions[replica.name] = keyed
+        truncated = {
+            interchange.key
+            for interchange in self.clearinghouse.interchanges
+            if interchange.truncated
+        }
         truth: list[BatchTruth] = []
-        for interchange in self.clearinghouse.interchanges:
-            key = interchange.key
+        for key, (first_s, last_s, events) in self._sent_batches.items():
+            tenant, partner, isa13 = key
             for replica in self.replicas:
                 seen = completions[replica.name].get(key, [])
                 last = replica.batch_dispatched.get(key)
@@ -643,19 +717,17 @@ class World:
                         final = completion
                 truth.append(
                     BatchTruth(
-                        tenant_id=interchange.tenant,
-                        trading_partner_id=interchange.partner,
-                        isa13=interchange.isa13,
+                        tenant_id=tenant,
+                        trading_partner_id=partner,
+                        isa13=isa13,
                         replica=replica.name,
-                        events=interchange.published,
-                        first_event_s=interchange.first_at_s,
-                        last_event_s=interchange.last_at_s,
-                        truncated=interchange.truncated,
+                        events=int(events),
+                        first_event_s=first_s,
+                        last_event_s=last_s,
+                        truncated=key in truncated,
                         completions=len(seen),
                         premature=premature,
-                        latency_s=None
-                        if final is None
-                        else final.at_s - interchange.last_at_s,
+                        latency_s=None if final is None else final.at_s - last_s,
                         final_event_count=None
                         if final is None
                         else int(final.envelope.payload["eventCount"]),
@@ -670,10 +742,16 @@ class World:
                 stats = generation.statistics()
                 tenants = stats.tenants.values()
                 faults = self.bus.fault_statistics(replica.name)
+                final = generation.final_series
+                if final is None:
+                    final = tuple(
+                        self.records_of(self.env.now, replica.name, generation)
+                    )
                 runs.append(
                     GenerationRun(
                         replica=replica.name,
                         generation=generation.number,
+                        final_series=final,
                         started_at_s=generation.started_at,
                         closed_at_s=generation.closed_at,
                         open_streams=stats.subscribers if generation.alive else 0,
