@@ -198,3 +198,15 @@ def test_json_and_toml_worlds_are_the_same_world(tmp_path: Path) -> None:
 
     assert load_world(toml) == load_world(as_json)
     assert load_world(toml) != WorldConfig()
+
+
+def test_shipped_example_world_loads_and_runs() -> None:
+    """The documented example world is valid and runs (its first minute)."""
+    path = Path(__file__).parent.parent / "sim" / "worlds" / "example.toml"
+    world = load_world(path).with_changes(duration_s=60.0)
+
+    result = World(world, source=str(path)).run()
+
+    assert result.ledger_violations == []
+    assert result.published > 0
+    assert {c.group for c in result.clients} == {"", "night-shift"}
