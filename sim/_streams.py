@@ -65,7 +65,6 @@ class Connection:
         "fresh",
         "generation",
         "mode",
-        "opened_at",
         "socket",
         "span_completions",
         "span_delivered",
@@ -97,7 +96,6 @@ class Connection:
         # Frames written but not yet read (DARK) or never to be read (DEAD).
         self.socket: list[EncodedEvent] = []
         self.wakeup: simpy.Event | None = None
-        self.opened_at = generation.world.env.now
 
     def watch(self, *, reader: bool) -> None:
         """Become the subscriber's ``wake``: a woken stream is put on its replica's
