@@ -448,6 +448,16 @@ def format_summary(result: SimulationResult) -> str:
         f"{_count(sum(c.lost_in_socket for c in clients))}, refused connects "
         f"{_count(sum(c.refused for c in clients))}"
     )
+    per_second: dict[int, int] = defaultdict(int)
+    for client in clients:
+        for at, _ in client.connects:
+            per_second[int(at)] += 1
+    if per_second:
+        busiest = max(per_second, key=lambda second: (per_second[second], -second))
+        lines.append(
+            f"  connects: {_count(sum(per_second.values()))} in all, at most "
+            f"{_count(per_second[busiest])} in one second (at {busiest} s)"
+        )
     if worst:
         p99 = percentile(worst, 0.99)
         assert p99 is not None
