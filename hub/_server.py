@@ -260,9 +260,12 @@ class Replica:
             deadline = self.core.tick()
             delay = idle_s if deadline is None else deadline - time.monotonic()
             self._tick_now.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tick_now.wait(), min(delay, idle_s))
+            # Never less than one turn of the loop: a deadline already past must
+            # not starve the streams this task shares the loop with.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._tick_now.wait(), max(0.001, min(delay, idle_s))
+                )
 
     async def _enforce_header_deadline(self) -> None:
         """Close connections that have not finished a request's headers in time
