@@ -29,6 +29,17 @@ class Settings:
     replica_id: str | None = None
     retry_ms: int = 3000
     shutdown_grace_s: float = 3.0
+    shutdown_retry_spread_ms: int = 5000
+    replay_max_events: int = 1000
+    replay_max_age_s: float = 300.0
+    max_streams_per_tenant: int = 10_000
+    max_streams_per_token: int = 20
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    # Bytes a stream's socket may buffer in the kernel and in the transport before
+    # writes wait; None leaves the system's defaults. Small values make a client
+    # that stops reading show as backpressure sooner (and cap memory per stream).
+    stream_send_buffer_bytes: int | None = None
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -36,6 +47,11 @@ class Settings:
             evict_after_s=self.evict_after_s,
             quiet_window_s=self.batch_quiet_window_ms / 1000,
             retry_ms=self.retry_ms,
+            shutdown_retry_spread_ms=self.shutdown_retry_spread_ms,
+            replay_max_events=self.replay_max_events,
+            replay_max_age_s=self.replay_max_age_s,
+            max_streams_per_tenant=self.max_streams_per_tenant,
+            max_streams_per_token=self.max_streams_per_token,
         )
 
     def replica_name(self, host: str, port: int) -> str:
@@ -53,7 +69,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(ENV_PREFIX + name)
         return value if value else None
 
-    def number(name: str, default: float, *, integer: bool) -> Any:
+    def number(
+        name: str, default: float, *, integer: bool, allow_zero: bool = False
+    ) -> Any:
         raw = text(name)
         if raw is None:
             return default
@@ -62,8 +80,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError:
             kind = "a whole number" if integer else "a number"
             raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not {kind}") from None
-        if value <= 0:
-            raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must be above zero")
+        if value < 0 or (value == 0 and not allow_zero):
+            floor = "zero or more" if allow_zero else "above zero"
+            raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must be {floor}")
         return value
 
     return Settings(
@@ -77,6 +96,19 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         bus=text("BUS") or "memory",
         catalog_path=text("CATALOG"),
         replica_id=text("REPLICA_ID"),
+        retry_ms=number("RETRY_MS", 3000, integer=True),
+        shutdown_retry_spread_ms=number(
+            "SHUTDOWN_RETRY_SPREAD_MS", 5000, integer=True, allow_zero=True
+        ),
+        replay_max_events=number(
+            "REPLAY_MAX_EVENTS", 1000, integer=True, allow_zero=True
+        ),
+        replay_max_age_s=number("REPLAY_MAX_AGE_S", 300.0, integer=False),
+        max_streams_per_tenant=number("MAX_STREAMS_PER_TENANT", 10_000, integer=True),
+        max_streams_per_token=number("MAX_STREAMS_PER_TOKEN", 20, integer=True),
+        header_timeout_s=number("HEADER_TIMEOUT_S", 10.0, integer=False),
+        body_timeout_s=number("BODY_TIMEOUT_S", 30.0, integer=False),
+        stream_send_buffer_bytes=number("STREAM_SEND_BUFFER", 0, integer=True) or None,
     )
 
 

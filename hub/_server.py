@@ -12,8 +12,11 @@ import enum
 import hmac
 import json
 import logging
+import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,16 +35,19 @@ from .core import (
     DisconnectReason,
     EnvelopeError,
     HubCore,
+    StreamLimitError,
     Subscriber,
     SubscriberState,
     TokenError,
     batch_failure_from_json,
+    control_frame,
     envelopes_from_body,
     format_timestamp,
     ready_frame,
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+OPENAPI_DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 MAX_FRAMES_PER_WRITE = 512
 MAX_LAST_EVENT_ID = 256
 SSE_HEADERS = {
@@ -55,6 +61,7 @@ ERROR_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
@@ -93,7 +100,15 @@ async def json_errors(
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return json_error(error.status, error.reason)
+        response = json_error(error.status, error.reason)
+        # Keep what the error says about the resource (Allow on 405, for one).
+        for name, value in error.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        if error.status == 408:
+            # The rest of the body may still arrive; the connection cannot be reused.
+            response.force_close()
+        return response
     except TokenError as error:
         return json_error(error.status, str(error), error.code)
     except asyncio.CancelledError:
@@ -135,6 +150,12 @@ class Replica:
         self._all_gone = asyncio.Event()
         self._all_gone.set()
         self._tick_now = asyncio.Event()
+        # Connections that completed a request's headers, and when each other one
+        # was first seen: the header deadline applies only to the latter.
+        self._answered: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._first_seen: weakref.WeakKeyDictionary[asyncio.BaseTransport, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self.port: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -144,12 +165,17 @@ class Replica:
         self._tasks = [
             asyncio.create_task(self._consume(self.subscription), name="consume"),
             asyncio.create_task(self._keep_time(), name="keep-time"),
+            asyncio.create_task(self._enforce_header_deadline(), name="headers"),
         ]
         self._runner = web.AppRunner(
             self.app,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=self.settings.shutdown_grace_s + 1,
+            # A stream's handler waits on its queue, not on the socket: cancelling
+            # it when the client goes away is how the hub learns of the disconnect
+            # before the next heartbeat.
+            handler_cancellation=True,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -219,13 +245,52 @@ class Replica:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._tick_now.wait(), min(delay, idle_s))
 
+    async def _enforce_header_deadline(self) -> None:
+        """Close connections that have not finished a request's headers in time
+        (slow senders holding sockets open)."""
+        limit = self.settings.header_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, limit / 2))
+            server = self._runner.server if self._runner is not None else None
+            if server is None:
+                continue
+            now = time.monotonic()
+            for handler in server.connections:
+                transport = handler.transport
+                if transport is None or transport in self._answered:
+                    continue
+                first_seen = self._first_seen.setdefault(transport, now)
+                if now - first_seen >= limit:
+                    peer = transport.get_extra_info("peername")
+                    log_event(
+                        logging.INFO,
+                        "request_refused",
+                        replica=self.replica_id,
+                        code="header_timeout",
+                        peer=peer[0] if peer else "",
+                    )
+                    transport.close()
+
+    @web.middleware
+    async def _note_request(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if request.transport is not None:
+            self._answered.add(request.transport)
+        return await handler(request)
+
     def _backlog(self) -> int:
         return self.subscription.backlog() if self.subscription is not None else 0
 
     # -- application ---------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+        app = web.Application(
+            middlewares=[self._note_request, json_errors],
+            client_max_size=MAX_BODY_BYTES,
+        )
         app.router.add_get("/v1/realtime/stream", self.stream)
         app.router.add_post("/v1/realtime/events", self.publish_events)
         app.router.add_post("/v1/realtime/batches/failures", self.record_failure)
@@ -234,6 +299,7 @@ class Replica:
         app.router.add_post(
             "/v1/realtime/admin/tenants/{tenant_id}/disconnect", self.admin_disconnect
         )
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         return app
@@ -279,13 +345,32 @@ class Replica:
             len(last_event_id) > MAX_LAST_EVENT_ID or not last_event_id.isprintable()
         ):
             # A browser resends whatever id it last saw; a garbled one must not cost
-            # the user the stream, so it is ignored (and no replay is attempted).
-            last_event_id = None
+            # the user the stream: it matches nothing, so the client is told to
+            # reload instead of being refused.
+            last_event_id = (
+                last_event_id[:MAX_LAST_EVENT_ID]
+                .encode("ascii", "backslashreplace")
+                .decode("ascii")
+            )
 
+        try:
+            subscriber = self.core.subscribe(principal, last_event_id=last_event_id)
+        except StreamLimitError as error:
+            self._refused(request, 429, "too_many_streams", tenant=principal.tenant_id)
+            return json_error(429, str(error), "too_many_streams")
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        await response.prepare(request)
-        subscriber = self.core.subscribe(principal)
+        try:
+            await response.prepare(request)
+        except (ConnectionError, asyncio.CancelledError):
+            self.core.disconnect(subscriber)
+            raise
         transport = request.transport
+        send_buffer = self.settings.stream_send_buffer_bytes
+        if send_buffer is not None and transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            transport.set_write_buffer_limits(high=send_buffer)
         self._writers[subscriber.id] = transport
         self._all_gone.clear()
         log_event(
@@ -297,7 +382,7 @@ class Replica:
             user=principal.subject,
         )
         try:
-            await self._write_stream(response, subscriber, transport)
+            await self._write_stream(response, subscriber, transport, claims)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
         finally:
@@ -321,6 +406,7 @@ class Replica:
         response: web.StreamResponse,
         subscriber: Subscriber,
         transport: asyncio.Transport | None,
+        claims: Claims,
     ) -> None:
         woken = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -366,7 +452,21 @@ class Replica:
                 retry_ms=core.settings.retry_ms,
             )
         )
+        if subscriber.notice is not None:
+            await response.write(subscriber.notice)
         heartbeat = loop.call_later(heartbeat_s, beat)
+
+        def expire() -> None:
+            core.say_farewell(
+                subscriber,
+                DisconnectReason.CLIENT,
+                control_frame(
+                    "token_expired",
+                    {"reason": "token_expired", "message": "fetch a new token"},
+                ),
+            )
+
+        expiry = loop.call_later(max(0.0, claims.expires_at - time.time()), expire)
         try:
             while subscriber.state is not SubscriberState.CLOSED:
                 woken.clear()
@@ -376,6 +476,10 @@ class Replica:
                         await response.write(frames[0].frame)
                     else:
                         await response.write(b"".join(f.frame for f in frames))
+                    # A write to an aborted transport can return quietly; frames it
+                    # took were not written, so they must not count as delivered.
+                    if transport is None or transport.is_closing():
+                        raise ConnectionResetError("the stream's connection closed")
                     core.mark_written(subscriber, len(frames))
                     writes += 1
                     written_at = time.time()
@@ -393,6 +497,7 @@ class Replica:
                     continue
                 await woken.wait()
         finally:
+            expiry.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()
 
@@ -416,10 +521,17 @@ class Replica:
         ):
             return _TooLarge
         body = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _TooLarge
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        return _TooLarge
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                reason=f"the body did not arrive within "
+                f"{self.settings.body_timeout_s:g} s"
+            ) from None
         try:
             text = bytes(body).decode("utf-8")
         except UnicodeDecodeError as error:
@@ -461,7 +573,9 @@ class Replica:
                         f"'{envelope.tenant_id}'",
                         "cross_tenant",
                     )
-        ids = await self.publisher.publish(envelopes)
+        # Shielded: a client that hangs up mid-request must not leave part of the
+        # request published and part not.
+        ids = await asyncio.shield(self.publisher.publish(envelopes))
         return web.json_response({"ids": ids}, status=202)
 
     async def record_failure(self, request: web.Request) -> web.Response:
@@ -484,7 +598,7 @@ class Replica:
                 f"a failure for '{envelope.tenant_id}'",
                 "cross_tenant",
             )
-        await self.publisher.publish([envelope])
+        await asyncio.shield(self.publisher.publish([envelope]))
         log_event(
             logging.INFO,
             "batch_failure_recorded",
@@ -584,6 +698,9 @@ class Replica:
             disconnected=count,
         )
         return web.json_response({"disconnected": count})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "replicaId": self.replica_id})

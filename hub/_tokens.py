@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -28,6 +29,7 @@ class Claims:
     scopes: frozenset[str]
     roles: frozenset[str]
     expires_at: float
+    token_id: str = ""
 
     def principal(self) -> Principal:
         if self.tenant_id is None:
@@ -36,7 +38,9 @@ class Claims:
                 code="tenant_required",
                 status=403,
             )
-        return Principal(self.subject, self.tenant_id, self.scopes, self.roles)
+        return Principal(
+            self.subject, self.tenant_id, self.scopes, self.roles, self.token_id
+        )
 
 
 class TokenVerifier:
@@ -87,11 +91,16 @@ class TokenVerifier:
                 raise TokenError("the token's signature does not verify") from error
             except jwt.PyJWTError as error:
                 raise TokenError(f"the token is not usable ({error})") from error
-            return _claims(claims)
+            return _claims(claims, token_digest(token))
         raise TokenError(f"tokens signed with {algorithm} are not accepted here")
 
 
-def _claims(claims: dict[str, Any]) -> Claims:
+def token_digest(token: str) -> str:
+    """A short, non-reversible name for one credential (logs and stream caps)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _claims(claims: dict[str, Any], token_id: str) -> Claims:
     tenant_id = claims.get("tenant_id")
     if tenant_id is not None and (
         not isinstance(tenant_id, str) or not TENANT_PATTERN.match(tenant_id)
@@ -112,6 +121,7 @@ def _claims(claims: dict[str, Any]) -> Claims:
         scopes=frozenset(scopes),
         roles=frozenset(roles),
         expires_at=float(claims["exp"]),
+        token_id=token_id,
     )
 
 

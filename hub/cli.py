@@ -126,12 +126,88 @@ def _run_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tune_quiet_window(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    parser = commands.add_parser(
+        "tune-quiet-window",
+        help="sweep realtimeBatchQuietWindowMs on the batch synthesizer",
+        description=(
+            "Replay a submission model or a log of real arrivals through the hub "
+            "core's batch synthesizer for each quiet window, and recommend the "
+            "smallest window that keeps premature batch.completed under a target."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model", metavar="TOML", help="submission model (default: built-in)"
+    )
+    source.add_argument(
+        "--log",
+        metavar="CSV",
+        help="real arrivals: tenant_id,trading_partner_id,isa13,occurred_at",
+    )
+    source.add_argument(
+        "--print-default-model",
+        action="store_true",
+        help="print the built-in model, the documented format, and exit",
+    )
+    windows = parser.add_mutually_exclusive_group()
+    windows.add_argument(
+        "--windows", metavar="MS[,MS...]", help="windows to try, in milliseconds"
+    )
+    windows.add_argument(
+        "--window-range",
+        metavar="START:STOP:STEP",
+        help="windows to try, in milliseconds, STOP included",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="PERCENT",
+        default="0.1",
+        help="largest share of interchanges with a premature completion (0.1)",
+    )
+    parser.add_argument("--seed", type=int, help="model seed (default: the model's)")
+    parser.add_argument(
+        "--workers", type=_positive_int, help="processes (default: every core)"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        default="reports/tune-quiet-window.png",
+        help="where to draw the plot (reports/tune-quiet-window.png)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="draw no plot")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=_run_tune_quiet_window)
+
+
+def _run_tune_quiet_window(args: argparse.Namespace) -> int:
+    # The tuner builds on the core and draws with matplotlib: loaded on use only,
+    # so the hub never imports it.
+    from tuning._command import run
+
+    return run(args)
+
+
 # Each command module adds its parser here; the list is the CLI's table of contents.
+def _add_scenarios(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    # The scenario layer sits above the hub; it is imported only by the command line.
+    from scenarios._runner import add_scenarios_command
+
+    add_scenarios_command(commands)
+
+
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ] = [
     _add_serve,
     _add_token,
+    _add_tune_quiet_window,
+    _add_scenarios,
 ]
 
 

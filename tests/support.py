@@ -49,7 +49,7 @@ PUBLISHER = token(tenant=None, scopes=["realtime.publish"])
 ADMIN = token(tenant=None, scopes=["metrics.read"], roles=["PLATFORM_ADMIN"])
 
 
-def test_settings(**overrides: Any) -> Settings:
+def hub_settings(**overrides: Any) -> Settings:
     base = Settings(
         jwt_secret=SECRET,
         metrics_bearer=METRICS_BEARER,
@@ -78,7 +78,7 @@ async def running_replicas(
     catalog: Catalog | None = None,
     bus: MemoryBus | None = None,
 ) -> AsyncIterator[list[Replica]]:
-    settings = settings or test_settings()
+    settings = settings or hub_settings()
     catalog = catalog or load_catalog()
     bus = bus or MemoryBus()
     verifier = TokenVerifier(secret=settings.jwt_secret)

@@ -20,6 +20,7 @@ from ._catalog import (
 from ._envelope import (
     ISA13_PATTERN,
     TENANT_PATTERN,
+    TOKEN_TEXT_PATTERN,
     BatchRef,
     Envelope,
     envelope_from_json,
@@ -32,6 +33,7 @@ from ._errors import (
     ConfigError,
     EnvelopeError,
     RealtimeError,
+    StreamLimitError,
     TokenError,
 )
 from ._frames import (
@@ -56,6 +58,7 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
@@ -63,6 +66,7 @@ __all__ = [
     "PING_FRAME",
     "SEVERITIES",
     "TENANT_PATTERN",
+    "TOKEN_TEXT_PATTERN",
     "BatchRef",
     "BatchSynthesizer",
     "Catalog",
@@ -81,6 +85,8 @@ __all__ = [
     "OpenBucket",
     "Principal",
     "RealtimeError",
+    "ReplayBuffer",
+    "StreamLimitError",
     "Subscriber",
     "SubscriberState",
     "SubscriberStatistics",

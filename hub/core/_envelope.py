@@ -135,8 +135,10 @@ def envelope_from_json(
             field="occurredAt",
         )
 
-    severity = document.get("severity", "info")
-    if severity not in SEVERITIES:
+    severity = document.get("severity")
+    if severity is None:
+        severity = "info"
+    elif not isinstance(severity, str) or severity not in SEVERITIES:
         raise EnvelopeError(
             f"must be one of {', '.join(SEVERITIES)}", member=member, field="severity"
         )

@@ -4,6 +4,7 @@
     ├── CatalogError      a catalog file or row is invalid (names file, row, field)
     ├── EnvelopeError     an ingested envelope is invalid (names member and field)
     ├── TokenError        a bearer token is missing, forged, expired or unusable
+    ├── StreamLimitError  a token or tenant already holds its most open streams
     └── ConfigError       a setting or flag has a value the hub cannot use
 
 Foreign errors (TOML, JSON, JWT, OS) are translated into these at the one place that
@@ -66,3 +67,7 @@ class TokenError(RealtimeError):
 
 class ConfigError(RealtimeError):
     """A setting cannot be used; the message names the variable or flag."""
+
+
+class StreamLimitError(RealtimeError):
+    """Opening one more stream would pass a per-token or per-tenant cap."""

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
+import random
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +25,9 @@ from typing import Protocol
 from ._batches import BatchSynthesizer
 from ._catalog import Catalog
 from ._envelope import Envelope
-from ._frames import EncodedEvent, encode_event, shutdown_frame
+from ._errors import StreamLimitError
+from ._frames import EncodedEvent, control_frame, encode_event, shutdown_frame
+from ._replay import ReplayBuffer
 
 
 class Clock(Protocol):
@@ -67,6 +70,9 @@ class Principal:
     tenant_id: str
     scopes: frozenset[str]
     roles: frozenset[str] = frozenset()
+    # Identifies the credential for the per-token stream cap (a digest, never the
+    # token itself); empty when the edge has none.
+    token_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,13 @@ class CoreSettings:
     evict_after_s: float = 30.0
     quiet_window_s: float = 5.0
     retry_ms: int = 3000
+    # server_shutdown carries retry_ms plus a uniform draw from [0, spread]; a
+    # rolling deploy then spreads its reconnects instead of storming one replica.
+    shutdown_retry_spread_ms: int = 5000
+    replay_max_events: int = 1000
+    replay_max_age_s: float = 300.0
+    max_streams_per_tenant: int = 10_000
+    max_streams_per_token: int = 20
 
 
 class Subscriber:
@@ -90,8 +103,10 @@ class Subscriber:
         "farewell",
         "id",
         "last_event_id",
+        "notice",
         "principal",
         "queue",
+        "replay_pending",
         "state",
         "wake",
     )
@@ -100,6 +115,10 @@ class Subscriber:
         self.id = subscriber_id
         self.principal = principal
         self.queue: deque[EncodedEvent] = deque()
+        # Replayed frames at the head of the queue. They do not count against the
+        # live bound: the replay buffer bounds them, and a client catching up after
+        # a gap must not lose live events to its own catch-up.
+        self.replay_pending = 0
         self.state = SubscriberState.OPEN
         self.connected_at = now
         self.backpressure_since: float | None = None
@@ -108,6 +127,8 @@ class Subscriber:
         self.dropped_backpressure = 0
         self.last_event_id: str | None = None
         self.farewell: bytes | None = None
+        # An in-band notice for the edge to write right after the ready frame.
+        self.notice: bytes | None = None
         self.disconnect_reason: DisconnectReason | None = None
         # Called when the queue turns non-empty or the state changes, so the edge
         # that writes this stream wakes up; never called per frame otherwise.
@@ -230,13 +251,20 @@ class HubCore:
         replica_id: str,
         settings: CoreSettings | None = None,
         subscriber_ids: Iterator[str] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.catalog = catalog
         self.clock = clock
         self.replica_id = replica_id
         self.settings = settings or CoreSettings()
         self.batches = BatchSynthesizer(self.settings.quiet_window_s)
+        self.replay = ReplayBuffer(
+            max_events=self.settings.replay_max_events,
+            max_age_s=self.settings.replay_max_age_s,
+        )
+        self.rng = rng or random.Random()
         self.closed = False
+        self._per_token: Counter[str] = Counter()
         self._counters: dict[str, TenantCounters] = {}
         # Only OPEN subscribers are indexed here: dispatch never sees the others.
         self._open: dict[str, dict[str, Subscriber]] = {}
@@ -248,14 +276,68 @@ class HubCore:
 
     # -- subscribers -------------------------------------------------------------
 
-    def subscribe(self, principal: Principal) -> Subscriber:
+    def subscribe(
+        self, principal: Principal, *, last_event_id: str | None = None
+    ) -> Subscriber:
+        """Open a stream; with ``last_event_id``, queue what it missed first.
+
+        Replayed frames are queued before the subscriber is indexed for live events,
+        in the same step, so nothing is missed or repeated between the two.
+        """
         if self.closed:
             raise RuntimeError("the hub is closed")
+        counters = self.counters(principal.tenant_id)
+        settings = self.settings
+        if counters.subscribers >= settings.max_streams_per_tenant:
+            raise StreamLimitError(
+                f"tenant '{principal.tenant_id}' already has "
+                f"{settings.max_streams_per_tenant} open streams on this replica"
+            )
+        token_id = principal.token_id
+        if token_id and self._per_token[token_id] >= settings.max_streams_per_token:
+            raise StreamLimitError(
+                f"this token already has {settings.max_streams_per_token} open "
+                "streams; close one or use another token"
+            )
+
         subscriber = Subscriber(next(self._ids), principal, self.clock.now())
+        if last_event_id is not None:
+            self._replay_into(subscriber, last_event_id, counters)
         self._open.setdefault(principal.tenant_id, {})[subscriber.id] = subscriber
         self._all[subscriber.id] = subscriber
-        self.counters(principal.tenant_id).subscribers += 1
+        counters.subscribers += 1
+        if token_id:
+            self._per_token[token_id] += 1
         return subscriber
+
+    def _replay_into(
+        self, subscriber: Subscriber, last_event_id: str, counters: TenantCounters
+    ) -> None:
+        missed = (
+            self.replay.since(subscriber.tenant_id, last_event_id, self.clock.now())
+            if self.replay.enabled
+            else None
+        )
+        if missed is None:
+            subscriber.notice = control_frame(
+                "reload",
+                {"reason": "replay_unavailable", "lastEventId": last_event_id},
+            )
+            return
+        scopes = subscriber.principal.scopes
+        rows = self.catalog.rows
+        # Only events the subscriber may see are considered: a replay is a second
+        # look at past dispatches, and each frame it queues enters the ledger as a
+        # fanout pair, so the ledger stays exact.
+        for encoded in missed:
+            row = rows.get(encoded.envelope.type)
+            if row is None or row.required_permission not in scopes:
+                continue
+            subscriber.queue.append(encoded)
+        replayed = len(subscriber.queue)
+        subscriber.replay_pending = replayed
+        counters.fanout += replayed
+        counters.queued += replayed
 
     def mark_written(self, subscriber: Subscriber, count: int) -> None:
         """The oldest ``count`` pending frames reached the connection: delivered."""
@@ -271,6 +353,8 @@ class HubCore:
                 queue.popleft()
             last = queue.popleft()
         subscriber.delivered += count
+        if subscriber.replay_pending:
+            subscriber.replay_pending = max(0, subscriber.replay_pending - count)
         subscriber.last_event_id = last.envelope.id
         subscriber.backpressure_since = None
         self._stalled.pop(subscriber.id, None)
@@ -300,16 +384,36 @@ class HubCore:
         subscriber.disconnect_reason = reason
         self._unindex(subscriber)
         del self._all[subscriber.id]
+        token_id = subscriber.principal.token_id
+        if token_id:
+            self._per_token[token_id] -= 1
+            if not self._per_token[token_id]:
+                del self._per_token[token_id]
         self._stalled.pop(subscriber.id, None)
         subscriber.wake()
 
-    def say_farewell(self, subscriber: Subscriber, reason: DisconnectReason) -> None:
-        """Stop sending events; the edge writes what is queued, then the farewell."""
+    def say_farewell(
+        self,
+        subscriber: Subscriber,
+        reason: DisconnectReason,
+        frame: bytes | None = None,
+    ) -> None:
+        """Stop sending events; the edge writes what is queued, then the farewell.
+
+        Without ``frame`` the farewell is ``server_shutdown`` with the reason and a
+        randomized ``retry:`` so that the clients' reconnects spread out.
+        """
         if subscriber.state is not SubscriberState.OPEN:
             return
+        if frame is None:
+            spread = self.settings.shutdown_retry_spread_ms
+            retry_ms = self.settings.retry_ms + (
+                self.rng.randint(0, spread) if spread > 0 else 0
+            )
+            frame = shutdown_frame(FAREWELL_REASONS[reason], retry_ms=retry_ms)
         subscriber.state = SubscriberState.CLOSING
         subscriber.disconnect_reason = reason
-        subscriber.farewell = shutdown_frame(FAREWELL_REASONS[reason])
+        subscriber.farewell = frame
         self._unindex(subscriber)
         subscriber.wake()
 
@@ -362,10 +466,13 @@ class HubCore:
         self, envelope: Envelope, permission: str, counters: TenantCounters
     ) -> None:
         subscribers = self._open.get(envelope.tenant_id)
+        encoded: EncodedEvent | None = None
+        if self.replay.enabled:
+            encoded = encode_event(envelope)
+            self.replay.record(encoded, self.clock.now())
         if not subscribers:
             return
         capacity = self.settings.queue_size
-        encoded: EncodedEvent | None = None
         refused = full = queued = 0
         overflowing: list[Subscriber] = []
         for subscriber in subscribers.values():
@@ -374,7 +481,7 @@ class HubCore:
                 subscriber.dropped_permission += 1
                 continue
             queue = subscriber.queue
-            if len(queue) >= capacity:
+            if len(queue) - subscriber.replay_pending >= capacity:
                 full += 1
                 subscriber.dropped_backpressure += 1
                 overflowing.append(subscriber)
