@@ -151,13 +151,16 @@ class PortPool:
         for _ in range(self._high - self._low + 1):
             port = self._next
             self._next = self._next + 1 if self._next < self._high else self._low
-            if _port_free(port):
+            if port_free(port):
                 return port
         raise RuntimeError(f"no free port in {self._low}-{self._high} on 127.0.0.1")
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Nothing listens on ``port`` (sockets left in TIME_WAIT do not count, as the
+    servers under test bind with SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import psutil
 
 from ._client import stream_request
-from ._harness import REPO_ROOT
+from ._harness import REPO_ROOT, port_free
 from ._http import HttpConnection, get_request, post_request, wait_for_answer
 
 HOST = "127.0.0.1"
@@ -42,6 +42,7 @@ WATCHED_METRICS = (
     "rcm_realtime_dropped_total",
     "rcm_realtime_queued",
 )
+HUB_SOURCE_ENV = "RCM_BENCH_HUB_SOURCE"
 NCHAN_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules")
 
 
@@ -181,16 +182,24 @@ class System(ABC):
         self, port: int, documents: list[dict[str, Any]]
     ) -> list[bytes]: ...
 
+    def cwd(self) -> Path:
+        return REPO_ROOT
+
     async def start(self, port: int) -> Server:
         reason = self.unavailable()
         if reason is not None:
             raise SystemUnavailable(reason)
+        if not port_free(port):
+            raise SystemUnavailable(
+                f"port {port} on {HOST} is taken; another server would answer in "
+                f"{self.label}'s place"
+            )
         workdir = Path(tempfile.mkdtemp(prefix=f"rcm-bench-{self.name}-"))
         log_path = workdir / "server.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 self.command(port, workdir),
-                cwd=REPO_ROOT,
+                cwd=self.cwd(),
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -242,6 +251,10 @@ class _HubLike(System):
             RCM_REALTIME_JWT_SECRET=SECRET,
             RCM_REALTIME_METRICS_BEARER=METRICS_BEARER,
             RCM_REALTIME_HEARTBEAT_S="3600",
+            # Every benchmark stream shares one token and one tenant; the caps that
+            # protect a real tenant would refuse the 10,000-stream step.
+            RCM_REALTIME_MAX_STREAMS_PER_TOKEN="100000",
+            RCM_REALTIME_MAX_STREAMS_PER_TENANT="100000",
             RCM_REALTIME_REPLICA_ID=f"bench-{self.name}",
             PYTHONUNBUFFERED="1",
         )
@@ -275,6 +288,11 @@ class Hub(_HubLike):
     label = "rcm-realtime hub (asyncio)"
     ready_path = "/readyz"
     loop = "asyncio"
+
+    def cwd(self) -> Path:
+        """The checkout whose ``hub`` package runs: this one, or the one named by
+        ``RCM_BENCH_HUB_SOURCE`` (to measure a change against its parent)."""
+        return Path(os.environ.get(HUB_SOURCE_ENV) or REPO_ROOT)
 
     def command(self, port: int, workdir: Path) -> list[str]:
         serve = ["serve", "--host", HOST, "--port", str(port)]
