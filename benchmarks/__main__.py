@@ -8,13 +8,16 @@ modules through the environment (see ``benchmarks._harness``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import sys
 import time
 import traceback
 from collections.abc import Sequence
+from typing import TextIO
 
 from ._harness import (
     CLIENTS_ENV,
@@ -98,6 +101,38 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+class _Tee(io.TextIOBase):
+    """Prints as usual and keeps a copy: a module that only prints its figures
+    still has them in bench-results/<name>.txt for the report."""
+
+    def __init__(self, stream: TextIO, copy: TextIO) -> None:
+        self._stream = stream
+        self._copy = copy
+
+    def write(self, text: str) -> int:
+        self._copy.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._copy.flush()
+        self._stream.flush()
+
+
+def run_module(name: str) -> None:
+    module = importlib.import_module(f"{__package__}.{name}")
+    # A module may parse its own command line: it gets none of ours.
+    saved_argv = sys.argv
+    sys.argv = [f"{__package__}.{name}"]
+    try:
+        with (
+            open(results_dir() / f"{name}.txt", "w", encoding="utf-8") as copy,
+            contextlib.redirect_stdout(_Tee(sys.stdout, copy)),
+        ):
+            module.main()
+    finally:
+        sys.argv = saved_argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.quick:
@@ -125,8 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         say(f"== {name}")
         try:
-            module = importlib.import_module(f"{__package__}.{name}")
-            module.main()
+            run_module(name)
         except KeyboardInterrupt:
             say(f"{name}: interrupted")
             return 130

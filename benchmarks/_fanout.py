@@ -453,6 +453,11 @@ class Step:
             "p90_ms": _ms(_quantile(inside, 0.90)),
             "p99_ms": _ms(_quantile(inside, 0.99)),
             "max_ms": _ms(inside[-1] if inside else None),
+            "deliveries_per_server_cpu_s": round(
+                (last.frames - first.frames)
+                / max(last.server_cpu_s - first.server_cpu_s, 1e-9),
+                1,
+            ),
             "cpu": _usage(first, last),
             "drain": drained,
         }
