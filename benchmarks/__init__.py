@@ -1,0 +1,1 @@
+"""Benchmarks: each module has a ``main()`` that measures and prints its figures."""

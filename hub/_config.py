@@ -40,6 +40,16 @@ class Settings:
     # writes wait; None leaves the system's defaults. Small values make a client
     # that stops reading show as backpressure sooner (and cap memory per stream).
     stream_send_buffer_bytes: int | None = None
+    bus_exchange: str = "rcm.realtime.events"
+    bus_queue_prefix: str = "rcm.realtime.replica."
+    bus_max_length: int = 100_000
+    bus_ttl_s: float = 300.0
+    bus_prefetch: int = 256
+    bus_persistent: bool = True
+    bus_queue_expires_s: float | None = None
+    bus_reconnect_max_s: float = 15.0
+    fault_injection: bool = False
+    fault_seed: int = 0
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -70,7 +80,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         return value if value else None
 
     def number(
-        name: str, default: float, *, integer: bool, allow_zero: bool = False
+        name: str, default: float | None, *, integer: bool, allow_zero: bool = False
     ) -> Any:
         raw = text(name)
         if raw is None:
@@ -109,7 +119,64 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         header_timeout_s=number("HEADER_TIMEOUT_S", 10.0, integer=False),
         body_timeout_s=number("BODY_TIMEOUT_S", 30.0, integer=False),
         stream_send_buffer_bytes=number("STREAM_SEND_BUFFER", 0, integer=True) or None,
+        bus_exchange=amqp_name(
+            "BUS_EXCHANGE", text("BUS_EXCHANGE") or "rcm.realtime.events"
+        ),
+        bus_queue_prefix=amqp_name(
+            "BUS_QUEUE_PREFIX",
+            env.get(ENV_PREFIX + "BUS_QUEUE_PREFIX", "rcm.realtime.replica."),
+            empty_ok=True,
+        ),
+        bus_max_length=number("BUS_MAX_LENGTH", 100_000, integer=True),
+        bus_ttl_s=number("BUS_TTL_S", 300.0, integer=False),
+        bus_prefetch=number("BUS_PREFETCH", 256, integer=True),
+        bus_persistent=flag(env, "BUS_PERSISTENT", default=True),
+        bus_queue_expires_s=number("BUS_QUEUE_EXPIRES_S", None, integer=False),
+        bus_reconnect_max_s=number("BUS_RECONNECT_MAX_S", 15.0, integer=False),
+        fault_injection=flag(env, "FAULT_INJECTION"),
+        fault_seed=whole(env, "FAULT_SEED"),
     )
+
+
+AMQP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]*$")
+
+
+def amqp_name(variable: str, value: str, *, empty_ok: bool = False) -> str:
+    """An exchange name or queue-name prefix the broker accepts."""
+    if (
+        not AMQP_NAME_PATTERN.match(value)
+        or len(value) > 120
+        or (not value and not empty_ok)
+        or value.startswith("amq.")
+    ):
+        raise ConfigError(
+            f"{ENV_PREFIX}{variable}={value!r} must be letters, digits, '.', '_', "
+            "':' or '-' (at most 120), not starting with 'amq.'"
+        )
+    return value
+
+
+def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(ENV_PREFIX + name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(
+        f"{ENV_PREFIX}{name}={raw!r} is not 1/true/yes/on or 0/false/no/off"
+    )
+
+
+def whole(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number") from None
 
 
 REPLICA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

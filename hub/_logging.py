@@ -37,3 +37,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The RabbitMQ bus reports a lost connection itself, once per outage; the
+    # client library would add a traceback and a line per reconnection attempt.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._bus import Bus, MemoryBus
 from ._config import Settings, check_replica_id, load_catalog
@@ -16,6 +17,9 @@ from ._logging import log_event
 from ._server import Replica
 from ._tokens import TokenVerifier, issue_token
 from .core import Catalog, ConfigError
+
+if TYPE_CHECKING:
+    from ._rabbitmq import RabbitOptions
 
 DEV_TENANT = "acme"
 
@@ -28,13 +32,43 @@ class ServeOptions:
     dev: bool = False
 
 
-def open_bus(url: str) -> Bus:
-    """The bus named by ``RCM_REALTIME_BUS`` or ``--bus``."""
+def open_bus(
+    url: str, *, settings: Settings | None = None, catalog: Catalog | None = None
+) -> Bus:
+    """The bus named by ``RCM_REALTIME_BUS`` or ``--bus``; RabbitMQ connects when
+    its first replica subscribes."""
+    settings = settings or Settings()
     if url == "memory":
-        return MemoryBus()
+        return MemoryBus(seed=settings.fault_seed)
     if url.startswith(("amqp://", "amqps://")):
-        raise ConfigError("the RabbitMQ bus is not available in this build")
-    raise ConfigError(f"bus {url!r} is neither 'memory' nor an amqp:// URL")
+        # Imported here so the in-process default never loads the AMQP client.
+        from ._rabbitmq import RabbitBus
+
+        return RabbitBus(
+            url,
+            catalog=catalog or load_catalog(settings.catalog_path),
+            options=rabbit_options(settings),
+            seed=settings.fault_seed,
+        )
+    raise ConfigError(
+        f"bus {url!r} is neither 'memory' nor an amqp:// URL "
+        "(like amqp://guest:guest@127.0.0.1:5672/)"
+    )
+
+
+def rabbit_options(settings: Settings) -> RabbitOptions:
+    from ._rabbitmq import RabbitOptions
+
+    return RabbitOptions(
+        exchange=settings.bus_exchange,
+        queue_prefix=settings.bus_queue_prefix,
+        max_length=settings.bus_max_length,
+        message_ttl_s=settings.bus_ttl_s,
+        prefetch=settings.bus_prefetch,
+        persistent=settings.bus_persistent,
+        queue_expires_s=settings.bus_queue_expires_s,
+        reconnect_max_s=settings.bus_reconnect_max_s,
+    )
 
 
 def replica_ids(settings: Settings, options: ServeOptions) -> list[str]:
@@ -132,6 +166,8 @@ Publish an event:
        {base}/v1/realtime/events
 Metrics:
   curl -H "Authorization: Bearer $METRICS_TOKEN" {base}/metrics
+Live dashboard (paste the subscriber token, or pass it in the address):
+  {base}/dashboard?access_token=$SUBSCRIBER_TOKEN
 Stop with Ctrl-C (streams get server_shutdown).
 """
 
@@ -142,13 +178,22 @@ async def serve(settings: Settings, options: ServeOptions) -> int:
     if options.dev:
         settings = settings.with_overrides(bus="memory")
     catalog = load_catalog(settings.catalog_path)
-    bus = open_bus(settings.bus)
-    replicas = await start_replicas(settings, options, bus, catalog)
+    bus = open_bus(settings.bus, settings=settings, catalog=catalog)
+    try:
+        replicas = await start_replicas(settings, options, bus, catalog)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await bus.close()
+        raise
     if options.dev:
         print(dev_banner(settings, options, replicas), flush=True)
     else:
         ports = ",".join(str(r.port) for r in replicas)
-        print(f"rcm-realtime serving on {options.host} ports {ports}", flush=True)
+        where = getattr(bus, "where", settings.bus)
+        print(
+            f"rcm-realtime serving on {options.host} ports {ports} (bus: {where})",
+            flush=True,
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

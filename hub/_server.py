@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ._bus import Bus, Subscription
+from ._bus import Bus, QueuedSubscription, Subscription
 from ._config import Settings
+from ._dashboard import add_dashboard
 from ._logging import log_event
 from ._metrics import LatencyHistogram, replica_registry
 from ._publisher import EventPublisher, new_event_id, now_iso
@@ -31,9 +32,12 @@ from ._tokens import Claims, TokenVerifier
 from .core import (
     PING_FRAME,
     TENANT_PATTERN,
+    BusUnavailable,
     Catalog,
+    ConfigError,
     DisconnectReason,
     EnvelopeError,
+    Faults,
     HubCore,
     StreamLimitError,
     Subscriber,
@@ -111,6 +115,17 @@ async def json_errors(
         return response
     except TokenError as error:
         return json_error(error.status, str(error), error.code)
+    except BusUnavailable as error:
+        # The bus logs the outage and its cause once; this is one refused request.
+        log_event(
+            logging.INFO,
+            "request_refused",
+            method=request.method,
+            path=request.path,
+            status=503,
+            code="bus_unavailable",
+        )
+        return json_error(503, str(error), "bus_unavailable")
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -318,8 +333,11 @@ class Replica:
             "/v1/realtime/admin/tenants/{tenant_id}/disconnect", self.admin_disconnect
         )
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/v1/realtime/admin/bus", self.admin_bus)
+        app.router.add_put("/v1/realtime/admin/bus/faults", self.admin_bus_faults)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        add_dashboard(app, lambda: self.core.catalog)
         return app
 
     def _claims(self, request: web.Request, *, allow_query: bool = False) -> Claims:
@@ -764,6 +782,59 @@ class Replica:
         )
         return web.json_response({"disconnected": count})
 
+    def _bus_status(self) -> dict[str, Any]:
+        subscription = self.subscription
+        status: dict[str, Any] = {
+            "replicaId": self.replica_id,
+            "live": subscription is not None and subscription.live,
+            "backlog": self._backlog(),
+            "faultInjection": self.settings.fault_injection,
+        }
+        if isinstance(subscription, QueuedSubscription):
+            stats = subscription.fault_statistics()
+            status["faults"] = stats.faults.to_json()
+            status["taken"] = {"drop": stats.dropped, "cut": stats.cut}
+            status["duplicatesSkipped"] = subscription.duplicates
+        return status
+
+    async def admin_bus(self, request: web.Request) -> web.Response:
+        """This replica's bus subscription: live, backlog, faults and what they took."""
+        self._admin(request)
+        return web.json_response(self._bus_status())
+
+    async def admin_bus_faults(self, request: web.Request) -> web.Response:
+        """Replace the faults of this replica's subscription (lab use; off unless
+        fault injection is enabled)."""
+        claims = self._admin(request)
+        if not self.settings.fault_injection:
+            self._refused(request, 403, "fault_injection_disabled")
+            return json_error(
+                403,
+                "fault injection is off on this replica; start it with "
+                "RCM_REALTIME_FAULT_INJECTION=1 to use this endpoint",
+                "fault_injection_disabled",
+            )
+        subscription = self.subscription
+        if not isinstance(subscription, QueuedSubscription):
+            return json_error(503, "this replica has no bus subscription yet")
+        try:
+            body = await self._json_body(request)
+            if body is _TooLarge:
+                return self._too_large(request)
+            faults = Faults.from_json(body)
+        except (EnvelopeError, ConfigError) as error:
+            self._refused(request, 400, "invalid_faults")
+            return json_error(400, str(error), "invalid_faults")
+        subscription.set_faults(faults)
+        log_event(
+            logging.INFO,
+            "admin_bus_faults",
+            replica=self.replica_id,
+            admin=claims.subject,
+            faults=",".join(sorted(faults.kinds())) or "none",
+        )
+        return web.json_response(self._bus_status())
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
@@ -774,11 +845,13 @@ class Replica:
         live = self.subscription is not None and self.subscription.live
         if self.state is ReplicaState.READY and live:
             return web.json_response({"status": "ready", "replicaId": self.replica_id})
-        reason = (
-            "shutting down"
-            if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED)
-            else "the bus subscription is not live"
-        )
+        if self.state in (ReplicaState.CLOSING, ReplicaState.CLOSED):
+            reason = "shutting down"
+        else:
+            reason = "the bus subscription is not live"
+            detail = getattr(self.subscription, "down_reason", None)
+            if detail:
+                reason += f" ({detail})"
         return json_error(503, f"not ready: {reason}", "not_ready")
 
 

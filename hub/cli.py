@@ -7,7 +7,9 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from ._catalog_check import add_catalog
 from ._config import load_catalog, settings_from_env
+from ._diagnose_cli import add_diagnose
 from ._logging import configure_logging
 from ._serve import ServeOptions, serve
 from ._tokens import issue_token, parse_duration
@@ -208,6 +210,8 @@ REGISTRARS: list[
     _add_token,
     _add_tune_quiet_window,
     _add_scenarios,
+    add_diagnose,
+    add_catalog,
 ]
 
 

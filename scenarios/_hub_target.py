@@ -10,7 +10,6 @@ divided by it, so the same events happen in less wall time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -23,7 +22,17 @@ import aiohttp
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub import MemoryBus, Replica, Settings, TokenVerifier, issue_token, load_catalog
+from hub import (
+    Bus,
+    FaultBoard,
+    MemoryBus,
+    Replica,
+    Settings,
+    TokenVerifier,
+    issue_token,
+    load_catalog,
+    open_bus,
+)
 from hub.core import Catalog, CatalogRow, Envelope, format_timestamp
 from hub.sse import SseParser
 
@@ -114,7 +123,9 @@ class HubRun:
         self.stopping = False
         self.rng = random.Random(scenario.seed)
         self._start = 0.0
-        self._bus: MemoryBus | None = None
+        self._bus: Bus | None = None
+        # The same bus seen through its fault controls.
+        self._faults: FaultBoard | None = None
 
     # -- time ---------------------------------------------------------------------
 
@@ -321,19 +332,39 @@ class HubRun:
                 response.raise_for_status()
                 self.failures.extend((await response.json())["ids"])
         elif step.action is Action.PAUSE_SUBSCRIPTION:
-            assert step.replica is not None
-            self._bus.pause(self.slots[step.replica - 1].replica_id)
+            assert step.replica is not None and self._faults is not None
+            self._faults.pause(self.slots[step.replica - 1].replica_id)
         elif step.action is Action.RESUME_SUBSCRIPTION:
-            assert step.replica is not None
-            self._bus.resume(self.slots[step.replica - 1].replica_id)
+            assert step.replica is not None and self._faults is not None
+            self._faults.resume(self.slots[step.replica - 1].replica_id)
 
     failures: list[str]
+
+    def _open_bus(self) -> Bus:
+        seed = self.scenario.seed
+        if self.bus_url is None or self.bus_url == "memory":
+            memory = MemoryBus(seed=seed)
+            self._faults = memory
+            return memory
+        # A run of its own on the broker: names no other run shares, queues that
+        # expire once the run's replicas are gone.
+        nonce = secrets.token_hex(4)
+        settings = Settings(
+            bus_exchange=f"rcm.scenarios.{self.scenario.name}.{nonce}",
+            bus_queue_prefix=f"rcm.scenarios.{nonce}.",
+            bus_queue_expires_s=60.0,
+            fault_seed=seed,
+        )
+        bus = open_bus(self.bus_url, settings=settings, catalog=self.catalog)
+        assert isinstance(bus, FaultBoard)
+        self._faults = bus
+        return bus
 
     # -- the whole run ------------------------------------------------------------
 
     async def run(self) -> RunResult:
         self.failures = []
-        self._bus = MemoryBus()
+        self._bus = self._open_bus()
         wall_start = time.monotonic()
         for slot in self.slots:
             await self._start_slot(slot)
@@ -400,32 +431,19 @@ class HubRun:
         return list(records.values())
 
     def permission_at(self, event_type: str, at_s: float) -> str | None:
+        """The permission an event type needed when it was published: the latest
+        row deployed by then, else the shipped catalog's row."""
         permission = None
-        row = load_catalog_row(self.catalog_changes, event_type, at_s)
+        row = _SHIPPED_CATALOG.row(event_type)
         if row is not None:
             permission = row.required_permission
-        else:
-            base = self._base_catalog.row(event_type)
-            permission = base.required_permission if base else None
+        for changed_at, deployed in self.catalog_changes:
+            if changed_at <= at_s and deployed.type == event_type:
+                permission = deployed.required_permission
         return permission
-
-    @property
-    def _base_catalog(self) -> Catalog:
-        return _SHIPPED_CATALOG
 
 
 _SHIPPED_CATALOG = load_catalog()
-
-
-def load_catalog_row(
-    changes: list[tuple[float, CatalogRow]], event_type: str, at_s: float
-) -> CatalogRow | None:
-    """The row for ``event_type`` deployed at or before ``at_s``, if any."""
-    found = None
-    for changed_at, row in changes:
-        if changed_at <= at_s and row.type == event_type:
-            found = row
-    return found
 
 
 class _Client:
@@ -598,6 +616,3 @@ async def run_on_hub(
     return await HubRun(
         scenario, time_scale=time_scale, bus_url=bus_url, progress=progress
     ).run()
-
-
-__all__ = ["HubRun", "contextlib", "run_on_hub"]

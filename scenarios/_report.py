@@ -205,7 +205,8 @@ def write_html(outcomes: Sequence[ScenarioOutcome], directory: Path) -> Path:
                     f"<tr><td class='{mark}'>{mark}</td>"
                     f"<td>{html.escape(verdict.expectation.name)}</td>"
                     f"<td>{_seen(verdict.seen)}</td>"
-                    f"<td>{html.escape(_expected(verdict))} {html.escape(verdict.detail)}</td></tr>"
+                    f"<td>{html.escape(_expected(verdict))} "
+                    f"{html.escape(verdict.detail)}</td></tr>"
                 )
             parts.append(f"</table><img src='{image}' alt='{target} plots'>")
         if outcome.fidelity:

@@ -87,7 +87,7 @@ def run_suite(
                 )
             except ScenarioError:
                 raise
-            except Exception as failure:  # noqa: BLE001 - reported as the outcome
+            except Exception as failure:
                 error = f"{target} run failed: {type(failure).__name__}: {failure}"
                 break
             results[target] = result

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import AsyncIterator
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from hypothesis import HealthCheck, settings
+from yarl import URL
 
 settings.register_profile(
     "ci",
@@ -27,3 +33,40 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+AMQP_URL = os.environ.get(
+    "RCM_REALTIME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
+)
+BROKER_LOCK = Path(tempfile.gettempdir()) / "rcm-realtime-rabbitmq-tests.lock"
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """The test broker's URL, held under a machine-wide lock so that runs from
+    several checkouts never share it (a test may restart it). When the broker
+    does not answer the test fails under CI and is skipped elsewhere."""
+    target = URL(AMQP_URL)
+    try:
+        socket.create_connection(
+            (target.host or "127.0.0.1", target.port or 5672), timeout=2
+        ).close()
+    except OSError as error:
+        message = f"RabbitMQ does not answer at {target.host}:{target.port} ({error})"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI needs it (.ci/run starts it)")
+        pytest.skip(message)
+    with BROKER_LOCK.open("a") as lock:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test run held {BROKER_LOCK} for 600 s")
+                time.sleep(0.2)
+        try:
+            yield AMQP_URL
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+from prometheus_client import generate_latest
 
-from hub import MemoryBus, Replica, Settings, TokenVerifier, issue_token, load_catalog
+from hub import (
+    Bus,
+    MemoryBus,
+    Replica,
+    Settings,
+    TokenVerifier,
+    issue_token,
+    load_catalog,
+)
 from hub.core import Catalog
 
 from .sse import SseEvent, SseParser
@@ -70,13 +80,28 @@ async def wait_until(
         await asyncio.sleep(0.005)
 
 
+async def wait_until_async(
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 5.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> None:
+    """``wait_until`` for conditions that must await (scrapes, HTTP probes)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 @asynccontextmanager
 async def running_replicas(
     count: int = 1,
     *,
     settings: Settings | None = None,
     catalog: Catalog | None = None,
-    bus: MemoryBus | None = None,
+    bus: Bus | None = None,
 ) -> AsyncIterator[list[Replica]]:
     settings = settings or hub_settings()
     catalog = catalog or load_catalog()
@@ -101,7 +126,14 @@ async def running_replicas(
             await replica.close()
 
 
-def url(replica: Replica, path: str) -> str:
+class Reachable(Protocol):
+    """Anything with a port on 127.0.0.1: a ``Replica`` or a hub process."""
+
+    @property
+    def port(self) -> int | None: ...
+
+
+def url(replica: Reachable, path: str) -> str:
     return f"http://127.0.0.1:{replica.port}{path}"
 
 
@@ -149,7 +181,7 @@ class StreamReader:
 @asynccontextmanager
 async def open_stream(
     session: aiohttp.ClientSession,
-    replica: Replica,
+    replica: Reachable,
     bearer: str,
     *,
     headers: dict[str, str] | None = None,
@@ -175,7 +207,7 @@ async def open_stream(
 
 async def publish(
     session: aiohttp.ClientSession,
-    replica: Replica,
+    replica: Reachable,
     body: Any,
     *,
     bearer: str = PUBLISHER,
@@ -194,8 +226,11 @@ METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
 async def scrape(
-    session: aiohttp.ClientSession, replica: Replica
+    session: aiohttp.ClientSession, replica: Reachable
 ) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     async with session.get(
         url(replica, "/metrics"),
@@ -203,7 +238,16 @@ async def scrape(
     ) as response:
         assert response.status == 200
         text = await response.text()
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    return parse_metrics(text)
+
+
+def metrics_now(replica: Replica) -> Samples:
+    """The replica's exposition rendered right now, without an await in between."""
+    return parse_metrics(generate_latest(replica.registry).decode())
+
+
+def parse_metrics(text: str) -> Samples:
+    samples: Samples = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
@@ -220,6 +264,25 @@ def sample(
     **labels: str,
 ) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def dispatched(samples: Samples, tenant: str = "acme") -> float:
+    """Events the replica took from its bus subscription, summed over types."""
+    return sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "rcm_realtime_events_dispatched_total"
+        and dict(labels).get("tenant_id") == tenant
+    )
+
+
+def event_ids(reader: StreamReader, event_type: str | None = None) -> list[str]:
+    """Ids of the events a stream received (not the ready frame), in order."""
+    return [
+        event.last_event_id
+        for event in reader.events
+        if event.type != "ready" and (event_type is None or event.type == event_type)
+    ]
 
 
 def assert_ledger(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
@@ -244,3 +307,69 @@ def assert_ledger(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) 
         assert fanout == accounted, (
             f"ledger broken for {tenant}: {fanout} != {accounted}"
         )
+
+
+def stall_consumption(replica: Replica) -> None:
+    """Stop ``replica`` taking events from its bus subscription, as a stalled
+    subscription does: events pile up in its backlog and reach none of its streams."""
+    for task in replica._tasks:
+        if task.get_name() == "consume":
+            task.cancel()
+            return
+    raise AssertionError(f"replica {replica.replica_id} has no consume task")
+
+
+@dataclass
+class StalledClient:
+    """A stream whose client read the ready frame and then stopped reading."""
+
+    writer: asyncio.StreamWriter
+    head: bytes
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+@asynccontextmanager
+async def stalled_client(replica: Replica, bearer: str) -> AsyncIterator[StalledClient]:
+    """Open a stream over a socket with a tiny receive buffer and stop reading
+    after the ready frame, so the hub's writes back up into the subscriber queue."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", replica.port or 0))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(
+        (
+            "GET /v1/realtime/stream HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{replica.port}\r\n"
+            f"Authorization: Bearer {bearer}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 5.0)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    client = StalledClient(writer, head)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of ``name``; missing, it fails the test under CI and skips it
+    elsewhere (tools/install-browser.sh installs what the tests need)."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is missing (Debian package {package}; tools/install-browser.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -10,7 +10,7 @@ import aiohttp
 
 from hub import issue_token
 
-from .support import SECRET, running_replicas, url
+from .support import SECRET, hub_settings, running_replicas, url
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 
@@ -44,7 +44,9 @@ async def test_schemathesis_finds_no_server_error_and_only_json_errors(
         scopes=["realtime.publish", "metrics.read"],
         roles=["PLATFORM_ADMIN"],
     )
-    async with running_replicas() as [replica]:
+    # Fault injection on, so that the fault endpoint is exercised, not only refused.
+    settings = hub_settings(fault_injection=True)
+    async with running_replicas(settings=settings) as [replica]:
         process = await asyncio.create_subprocess_exec(
             SCHEMATHESIS,
             "run",

@@ -5,7 +5,9 @@
     ├── EnvelopeError     an ingested envelope is invalid (names member and field)
     ├── TokenError        a bearer token is missing, forged, expired or unusable
     ├── StreamLimitError  a token or tenant already holds its most open streams
-    └── ConfigError       a setting or flag has a value the hub cannot use
+    ├── ConfigError       a setting or flag has a value the hub cannot use
+    ├── BusUnavailable    the bus cannot take messages now (broker unreachable)
+    └── ScrapeError       a metrics scrape is not the Prometheus text the hub exposes
 
 Foreign errors (TOML, JSON, JWT, OS) are translated into these at the one place that
 meets them and raised ``from`` the original.
@@ -71,3 +73,12 @@ class ConfigError(RealtimeError):
 
 class StreamLimitError(RealtimeError):
     """Opening one more stream would pass a per-token or per-tenant cap."""
+
+
+class BusUnavailable(RealtimeError):
+    """The bus cannot take messages now; the message says why. Transient: the bus
+    reconnects by itself, and the caller may retry with the same event ids."""
+
+
+class ScrapeError(RealtimeError):
+    """A replica's ``/metrics`` answer cannot be read as the hub's exposition."""
