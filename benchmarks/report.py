@@ -468,9 +468,7 @@ class Summary:
             steps = _steps(result)
             xs = sorted(steps)
             ys = [steps[x]["saturation"]["deliveries_per_s"] for x in xs]
-            axes.plot(
-                xs, ys, "-o", color=colour, label=result.get("label", name), lw=2
-            )
+            axes.plot(xs, ys, "-o", color=colour, label=result.get("label", name), lw=2)
             saturated = [
                 (x, y)
                 for x, y in zip(xs, ys, strict=True)
