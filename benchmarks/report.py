@@ -455,6 +455,7 @@ class Summary:
     # -- plot --------------------------------------------------------------------
 
     def plot(self, path: Path) -> bool:
+        """Deliveries per second (left) and per server CPU-second (right)."""
         if not self.fanout:
             return False
         import matplotlib
@@ -462,61 +463,71 @@ class Summary:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+        figure, (rate_axes, cpu_axes) = plt.subplots(
+            1, 2, figsize=(11, 5.2), dpi=110, sharex=True
+        )
         for name, result in self.fanout.items():
             colour = COLOURS.get(name)
             steps = _steps(result)
             xs = sorted(steps)
-            ys = [steps[x]["saturation"]["deliveries_per_s"] for x in xs]
-            axes.plot(xs, ys, "-o", color=colour, label=result.get("label", name), lw=2)
-            saturated = [
-                (x, y)
-                for x, y in zip(xs, ys, strict=True)
-                if steps[x]["saturation"]["cpu"].get("client_saturated")
-            ]
-            if saturated:
-                axes.plot(
-                    [x for x, _ in saturated],
-                    [y for _, y in saturated],
-                    "o",
-                    mfc="white",
-                    mec=colour,
-                    ms=11,
-                    mew=2,
-                )
-            ceiling = [
-                (x, steps[x]["ceiling"]["deliveries_per_s"])
-                for x in xs
-                if steps[x].get("ceiling")
-            ]
-            if ceiling:
-                axes.plot(
-                    [x for x, _ in ceiling],
-                    [y for _, y in ceiling],
-                    ":",
-                    color=colour,
-                    lw=1.2,
-                    alpha=0.8,
-                )
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel("open streams (subscribers)")
-        axes.set_ylabel("deliveries per second")
-        axes.set_title("Fan-out on loopback, one server process")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=8, loc="lower left")
-        axes.text(
-            0.99,
-            0.01,
-            "solid: few events in flight; dotted: many (ceiling)\n"
-            "ringed points: client saturated",
-            transform=axes.transAxes,
-            fontsize=7,
-            ha="right",
-            va="bottom",
-            color="#555555",
+            label = result.get("label", name)
+            for axes, key in (
+                (rate_axes, "deliveries_per_s"),
+                (cpu_axes, "deliveries_per_server_cpu_s"),
+            ):
+                ys = [steps[x]["saturation"][key] for x in xs]
+                axes.plot(xs, ys, "-o", color=colour, label=label, lw=2)
+                ringed = [
+                    (x, y)
+                    for x, y in zip(xs, ys, strict=True)
+                    if steps[x]["saturation"]["cpu"].get("client_saturated")
+                ]
+                if ringed:
+                    axes.plot(
+                        [x for x, _ in ringed],
+                        [y for _, y in ringed],
+                        "o",
+                        mfc="white",
+                        mec=colour,
+                        ms=11,
+                        mew=2,
+                    )
+                ceiling = [
+                    (x, steps[x]["ceiling"][key]) for x in xs if steps[x].get("ceiling")
+                ]
+                if ceiling:
+                    axes.plot(
+                        [x for x, _ in ceiling],
+                        [y for _, y in ceiling],
+                        ":",
+                        color=colour,
+                        lw=1.2,
+                        alpha=0.8,
+                    )
+        for axes, title, ylabel in (
+            (rate_axes, "Deliveries per second", "deliveries per second"),
+            (
+                cpu_axes,
+                "Deliveries per second of server CPU",
+                "deliveries per server CPU-second",
+            ),
+        ):
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+            axes.set_xlabel("open streams (subscribers)")
+            axes.set_ylabel(ylabel)
+            axes.set_title(title, fontsize=11)
+            axes.grid(True, which="both", alpha=0.3)
+        handles, labels = rate_axes.get_legend_handles_labels()
+        figure.legend(
+            handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5
         )
-        figure.tight_layout()
+        figure.suptitle(
+            "Fan-out on loopback, one server process "
+            "(solid: few events in flight; dotted: many; ringed: client saturated)",
+            fontsize=10,
+        )
+        figure.tight_layout(rect=(0, 0.07, 1, 0.95))
         figure.savefig(path)
         plt.close(figure)
         return True

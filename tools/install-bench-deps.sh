@@ -20,7 +20,7 @@ if command -v service >/dev/null 2>&1; then
 fi
 
 if [ -x .venv/bin/pip ]; then
-    .venv/bin/pip install --quiet 'py-spy>=0.3' 'uvloop>=0.19'
+    .venv/bin/pip install --quiet -e '.[dev,bench]'
 fi
 
 nginx -V 2>&1 | head -1
