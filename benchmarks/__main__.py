@@ -41,6 +41,7 @@ MODULES = (
     "bus_hop",
 )
 REPORT = "report"
+QUICK_SKIPS = ("hub_uvloop",)
 ALIASES = {"hub-uvloop": "hub_uvloop", "uvloop": "hub_uvloop", "sim": "sim_baselines"}
 UPDATE_DOCS_ENV = "RCM_BENCH_UPDATE_DOCS"
 
@@ -67,7 +68,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         help="benchmarks to run (default: all present); 'report' only re-summarises",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="shorter windows, about two minutes"
+        "--quick",
+        action="store_true",
+        help="shorter windows and no uvloop variant unless named: about two minutes",
     )
     parser.add_argument(
         "--profile",
@@ -97,6 +100,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         if name != REPORT and not available(name):
             parser.error(f"benchmark {raw!r} is not in this tree yet")
         names.append(name)
+    if not names and args.quick:
+        # The quick run keeps to the comparison itself; uvloop only when named.
+        present = [name for name in present if name not in QUICK_SKIPS]
     args.selected = names or present
     return args
 
@@ -170,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_report:
         from . import report
 
-        report.main()
+        ran = [name for name in args.selected if name != REPORT]
+        report.main(run_id() if ran else None)
     minutes = (time.monotonic() - started) / 60
     if failed:
         say(f"done in {minutes:.1f} min; FAILED: {', '.join(failed)}")

@@ -9,10 +9,10 @@ same run.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,15 @@ class Summary:
         self.counts = sorted(
             {count for result in self.fanout.values() for count in _steps(result)}
         )
+
+    def run_started(self) -> float | None:
+        """When the summarised run began, from its id (a UTC timestamp)."""
+        runs = sorted({r["run_id"] for r in self.results.values()})
+        try:
+            moment = datetime.datetime.strptime(runs[0], "%Y%m%dT%H%M%SZ")
+        except (IndexError, ValueError):
+            return None
+        return moment.replace(tzinfo=datetime.UTC).timestamp()
 
     def same_run(self, *names: str) -> bool:
         runs = {self.results[n]["run_id"] for n in names if n in self.results}
@@ -415,6 +424,9 @@ class Summary:
                 f"bare SimPy for the same number of events: "
                 f"{ratios.get('simulator_wall_over_bare_simpy_wall')}x.",
             ]
+        elif printed := self._printed("sim_speed"):
+            lines += ["", "`benchmarks/sim_speed.py` printed:", "", "```", printed]
+            lines += ["```"]
         elif speed is None:
             lines += [
                 "",
@@ -423,33 +435,40 @@ class Summary:
             ]
         return lines
 
+    def _printed(self, name: str) -> str:
+        """What module ``name`` printed during the summarised run, if anything."""
+        path = results_dir() / f"{name}.txt"
+        started = self.run_started()
+        if not path.exists() or started is None or path.stat().st_mtime < started:
+            return ""
+        return path.read_text("utf-8", "replace").strip()[-4000:]
+
     def _other_sections(self) -> list[str]:
+        """Benchmarks this report has no table for: their own printed summary, or
+        their JSON when they printed nothing."""
         lines: list[str] = []
         known = set(FANOUT_SYSTEMS) | {"sim_baselines", "sim_speed"}
-        for name, result in self.results.items():
-            if name in known:
-                continue
-            body = {
-                k: v
-                for k, v in result.items()
-                if k not in ("benchmark", "run_id", "quick", "finished_at", "machine")
-            }
-            lines += [
-                "",
-                f"### {name}",
-                "",
-                "```json",
-                json.dumps(body, indent=2)[:4000],
-                "```",
-            ]
-        for path in sorted(results_dir().glob("*.txt")):
-            name = path.stem
-            if name in self.results or name.startswith("profile-"):
-                continue
-            text = path.read_text("utf-8", "replace").strip()
-            if text:
-                lines += ["", f"### {name} (its printed output)", "", "```"]
-                lines += [text[-4000:], "```"]
+        names = [n for n in self.results if n not in known]
+        names += [
+            path.stem
+            for path in sorted(results_dir().glob("*.txt"))
+            if path.stem not in self.results
+            and path.stem not in known
+            and not path.stem.startswith("profile-")
+        ]
+        for name in names:
+            printed = self._printed(name)
+            if printed:
+                lines += ["", f"### {name}", "", "```", printed, "```"]
+            elif name in self.results:
+                body = {
+                    k: v
+                    for k, v in self.results[name].items()
+                    if k not in ("benchmark", "run_id", "quick", "finished_at")
+                    and k != "machine"
+                }
+                lines += ["", f"### {name}", "", "```json"]
+                lines += [json.dumps(body, indent=2)[:4000], "```"]
         return lines
 
     # -- plot --------------------------------------------------------------------
@@ -566,11 +585,17 @@ def update_docs(section: str, plot: Path | None) -> None:
     say(f"report: wrote the figures into {DOCS.relative_to(REPO_ROOT)}")
 
 
-def main(names: Iterable[str] | None = None) -> None:
+def latest_run(results: dict[str, dict[str, Any]]) -> str | None:
+    finished = sorted((r.get("finished_at", ""), r["run_id"]) for r in results.values())
+    return finished[-1][1] if finished else None
+
+
+def main(run: str | None = None) -> None:
+    """Summarise the results of ``run`` (by default the latest run found): figures
+    left in the folder by earlier runs are not mixed in."""
     results = read_results()
-    if names is not None:
-        wanted = set(names)
-        results = {k: v for k, v in results.items() if k in wanted}
+    run = run or latest_run(results)
+    results = {k: v for k, v in results.items() if v.get("run_id") == run}
     summary = Summary(results)
     folder = results_dir()
     plot = folder / "deliveries.png"
