@@ -11,11 +11,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+had_nginx=no
+dpkg -s nginx >/dev/null 2>&1 && had_nginx=yes
 apt-get update -qq
-# The package's own service is never used: the benchmark starts nginx as a child
-# process with its own config, so a system nginx left listening on :80 is stopped.
 apt-get install -y -qq --no-install-recommends nginx libnginx-mod-nchan
-if command -v service >/dev/null 2>&1; then
+# The package's own service is never used: the benchmark starts nginx as a child
+# process with its own config. A service this script brought up on :80 is stopped;
+# one that was there before is left alone.
+if [ "$had_nginx" = no ] && command -v service >/dev/null 2>&1; then
     service nginx stop >/dev/null 2>&1 || true
 fi
 
