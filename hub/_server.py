@@ -51,6 +51,7 @@ from .core import (
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+LISTEN_BACKLOG = 2048
 OPENAPI_DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 MAX_FRAMES_PER_WRITE = 512
 MAX_LAST_EVENT_ID = 256
@@ -197,7 +198,10 @@ class Replica:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        # A deep accept queue: a reconnect storm arrives faster than accept() runs.
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         server = site._server
         assert server is not None

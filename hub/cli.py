@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from ._catalog_check import add_catalog
 from ._config import load_catalog, settings_from_env
 from ._diagnose_cli import add_diagnose
+from ._load_cli import add_load
 from ._logging import configure_logging
 from ._serve import ServeOptions, serve
 from ._tokens import issue_token, parse_duration
@@ -212,6 +213,7 @@ REGISTRARS: list[
     _add_scenarios,
     add_diagnose,
     add_catalog,
+    add_load,
 ]
 
 

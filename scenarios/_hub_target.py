@@ -103,7 +103,7 @@ class HubRun:
         progress: Progress | None = None,
     ) -> None:
         self.scenario = scenario
-        self.scale = time_scale
+        self.scale = max(time_scale, scenario.min_time_scale)
         self.bus_url = bus_url
         self.progress = progress or (lambda line: None)
         self.schedule: Schedule = build_schedule(scenario)

@@ -247,6 +247,8 @@ def truth_value(result: RunResult, expectation: Expectation) -> float:
     }
     if truth is Truth.CONNECTS:
         per = [float(len(c.connect_times)) for c in clients]
+    elif truth is Truth.SILENT_MISSES:
+        per = [float(c.missed) for c in clients if not c.reload_notices]
     else:
         assert truth is not None
         per = [float(getattr(c, attribute[truth])) for c in clients]
