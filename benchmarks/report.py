@@ -196,13 +196,19 @@ class Summary:
         runs = sorted({r["run_id"] for r in self.results.values()})
         machine = next(iter(self.results.values()), {}).get("machine", {})
         quick = any(r.get("quick") for r in self.results.values())
+        loads = sorted(
+            r["machine"]["load_average_1m"]
+            for r in self.results.values()
+            if "load_average_1m" in r.get("machine", {})
+        )
+        load = f"{loads[0]}-{loads[-1]}" if loads else "?"
         lines += [
             f"Run {', '.join(runs) or 'none'}"
             f"{' (quick mode: short windows)' if quick else ''}. Machine: "
             f"{machine.get('nproc', '?')} cores ({machine.get('cpu_model', '?')}), "
             f"{machine.get('memory_gib', '?')} GiB, Python "
-            f"{machine.get('python', '?')}, load average at start "
-            f"{machine.get('load_average_1m', '?')}.",
+            f"{machine.get('python', '?')}; one-minute load average as each "
+            f"benchmark finished: {load}.",
             "",
         ]
         if len(runs) > 1:
