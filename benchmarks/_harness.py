@@ -72,7 +72,8 @@ def write_result(name: str, document: dict[str, Any]) -> Path:
     }
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", "utf-8")
-    say(f"{name}: results in {path.relative_to(REPO_ROOT)}")
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    say(f"{name}: results in {shown}")
     return path
 
 

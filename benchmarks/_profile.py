@@ -7,7 +7,6 @@ the profile costs the measured process nothing but the pauses of its sampling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 from collections import Counter
@@ -53,8 +52,9 @@ async def record(pid: int, seconds: float, out: Path) -> dict[str, Any]:
         say(f"  py-spy failed: {message}")
         return {"error": f"py-spy failed: {message}"}
     summary = summarise(out.read_text("utf-8", "replace"))
-    with contextlib.suppress(ValueError):
-        summary["stacks_file"] = str(out.relative_to(REPO_ROOT))
+    summary["stacks_file"] = str(
+        out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+    )
     return summary
 
 
