@@ -78,6 +78,7 @@ class Check(enum.StrEnum):
 class Truth(enum.StrEnum):
     MISSED_EVENTS = "missed_events"  # entitled events a client never received
     SILENT_MISSES = "silent_misses"  # missed by clients never told to reload
+    LEAKED_EVENTS = "leaked_events"  # received though another tenant's or forbidden
     RECEIVED_EVENTS = "received_events"
     DUPLICATES = "duplicates"  # the same event id received twice
     SHUTDOWN_FRAMES = "shutdown_frames"  # server_shutdown frames received
