@@ -14,8 +14,10 @@ and of every counter, and after each step checks the laws operators rely on:
   stream that was live at close ended with exactly one ``server_shutdown``.
 
 ``CoreAdapter`` runs the bare ``HubCore`` with a fake clock and plays the edge (it
-writes frames the way the aiohttp writer does). Another adapter, over another
-replica built on the same core, plugs in by implementing ``HubUnderTest``.
+writes frames the way the aiohttp writer does); ``tests/test_properties_sim.py``
+plugs in the simulator's replica the same way. Another replica built on the core
+plugs in by implementing ``HubUnderTest``: the two flags there say whether it
+ticks by itself and whether it ends once closed, and the model follows.
 """
 
 from __future__ import annotations
@@ -120,9 +122,14 @@ class HubUnderTest(Protocol):
 
     settings: CoreSettings
     catalog: Catalog
-    # True when time can pass without the replica's timer firing (a busy loop);
-    # the machine then also lets events arrive before an overdue tick.
-    defers_ticks: bool
+    # False: the replica ticks only when ``advance`` says so, and time can pass
+    # without its timer firing (a busy loop), so events may arrive before an overdue
+    # tick. True: it ticks by itself, at each deadline the core returns and right
+    # after dispatching an event with a batch ref or one that overflowed a queue.
+    ticks_on_its_own: bool
+    # How long a closing replica waits for unread streams before cutting them; it
+    # is gone (dispatches nothing more) once none is left. None: it waits for ever.
+    shutdown_grace_s: float | None
 
     def now(self) -> float: ...
 
@@ -151,8 +158,12 @@ class HubUnderTest(Protocol):
 
     def resume(self, connection: Connection) -> None: ...
 
-    def advance(self, seconds: float, *, tick: bool = True) -> list[Envelope]:
-        """Let time pass; returns the ``batch.completed`` events synthesized."""
+    def advance(self, seconds: float, *, tick: bool = True) -> None:
+        """Let time pass; ``tick`` says whether the timer fires at the end."""
+        ...
+
+    def completions(self) -> list[tuple[float, Envelope]]:
+        """The ``batch.completed`` synthesized since the last call, with when."""
         ...
 
     def admin_disconnect(self, tenant_id: str) -> int:
@@ -182,7 +193,8 @@ class FakeClock:
 class CoreAdapter:
     """The bare core, with the edge's writing loop reduced to its decisions."""
 
-    defers_ticks = True
+    ticks_on_its_own = False
+    shutdown_grace_s: float | None = None
 
     def __init__(self, settings: CoreSettings, catalog: Catalog) -> None:
         self.settings = settings
@@ -196,8 +208,8 @@ class CoreAdapter:
             rng=random.Random(0),
         )
         self.connections: list[Connection] = []
-        self._completed: list[Envelope] = []
-        self.core.on_batch_completed = self._completed.append
+        self._completed: list[tuple[float, Envelope]] = []
+        self.core.on_batch_completed = lambda c: self._completed.append((self.now(), c))
 
     def now(self) -> float:
         return self.clock.t
@@ -222,11 +234,19 @@ class CoreAdapter:
 
     def unsubscribe(self, connection: Connection) -> None:
         self.core.disconnect(connection.subscriber)
+        self.after_edge()
 
     def publish(self, envelope: Envelope) -> None:
         self.core.dispatch(envelope)
 
     def drain(self, connection: Connection, max_frames: int | None) -> None:
+        self._write(connection, max_frames)
+        self.after_edge()
+
+    def after_edge(self) -> None:
+        """After the edge called the core (a replica may have to notice)."""
+
+    def _write(self, connection: Connection, max_frames: int | None) -> None:
         subscriber = connection.subscriber
         if subscriber.state is SubscriberState.CLOSED:
             return
@@ -245,12 +265,15 @@ class CoreAdapter:
     def resume(self, connection: Connection) -> None:
         connection.stalled = False
 
-    def advance(self, seconds: float, *, tick: bool = True) -> list[Envelope]:
+    def advance(self, seconds: float, *, tick: bool = True) -> None:
         self.clock.t += seconds
-        self._completed.clear()
         if tick:
             self.core.tick()
-        return list(self._completed)
+
+    def completions(self) -> list[tuple[float, Envelope]]:
+        taken = list(self._completed)
+        self._completed.clear()
+        return taken
 
     def admin_disconnect(self, tenant_id: str) -> int:
         ejected = [
@@ -270,7 +293,8 @@ class CoreAdapter:
     def _write_farewells(self, connections: list[Connection]) -> None:
         for connection in connections:
             if not connection.stalled:
-                self.drain(connection, None)
+                self._write(connection, None)
+        self.after_edge()
 
     def statistics(self) -> HubStatistics:
         return self.core.statistics()
@@ -331,6 +355,11 @@ class Model:
     catalog: Catalog
     now: float = 0.0
     closed: bool = False
+    closed_at: float | None = None
+    # A replica that ends once closed with no stream left (shutdown_grace_s is
+    # set) is then gone: it dispatches nothing more.
+    ends_when_empty: bool = False
+    gone: bool = False
     streams: list[Stream] = field(default_factory=list)
     tallies: dict[str, TenantCounters] = field(default_factory=dict)
     buckets: dict[tuple[str, str, str], Bucket] = field(default_factory=dict)
@@ -489,6 +518,23 @@ class Model:
         stream.queue.clear()
         stream.state = SubscriberState.CLOSED
         stream.reason = reason
+        self.note_if_gone()
+
+    def note_if_gone(self) -> None:
+        if self.closed and self.ends_when_empty and not self.live():
+            self.gone = True
+
+    def next_deadline(self) -> float | None:
+        """When the core will next want a tick: an eviction or a quiet window."""
+        if self.overdue:
+            return self.now
+        evictions = [
+            s.backpressure_since + self.settings.evict_after_s
+            for s in self.live()
+            if s.backpressure_since is not None
+        ]
+        windows = [b.deadline for b in self.buckets.values()]
+        return min(evictions + windows, default=None)
 
     def evict_overdue(self) -> None:
         for stream in self.live():
@@ -538,7 +584,11 @@ class HubMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.hub = self.make_hub(MACHINE_SETTINGS, self.catalog)
-        self.model = Model(MACHINE_SETTINGS, self.catalog)
+        self.model = Model(
+            MACHINE_SETTINGS,
+            self.catalog,
+            ends_when_empty=self.hub.shutdown_grace_s is not None,
+        )
         self.published = 0
         self.ticked_at: float | None = None
         self.seen: dict[str, dict[str, int]] = {}
@@ -703,7 +753,15 @@ class HubMachine(RuleBasedStateMachine):
         for _ in range(burst):
             envelope = self._envelope(event_type, tenant, batch)
             self.hub.publish(envelope)
+            if self.model.gone:
+                continue
+            tally = self.model.tally(envelope.tenant_id)
+            overflowed = tally.dropped_backpressure
             self.model.route(envelope, from_bus=True)
+            if self.hub.ticks_on_its_own and (
+                envelope.batch is not None or tally.dropped_backpressure != overflowed
+            ):
+                self._tick()
         self._settle_writes()
 
     @precondition(lambda self: self._reading())
@@ -729,27 +787,73 @@ class HubMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from(STEPS_S), tick=st.booleans())
     def advance(self, seconds: float, tick: bool) -> None:
-        tick = tick or not self.hub.defers_ticks
-        completions = self.hub.advance(seconds, tick=tick)
+        if self.hub.ticks_on_its_own:
+            self._advance_ticking(seconds)
+            return
+        self.hub.advance(seconds, tick=tick)
         self.model.now += seconds
         if not tick:
-            assert completions == [], "batches completed without a tick"
+            assert self.hub.completions() == [], "batches completed without a tick"
             return
+        self._tick()
+        self._settle_writes()
+
+    def _advance_ticking(self, seconds: float) -> None:
+        """Time passes on a replica that ticks at its deadlines and cuts the
+        streams left at the end of its shutdown grace."""
+        self.hub.advance(seconds)
+        announced = self.hub.completions()
+        target = self.model.now + seconds
+        grace = self.hub.shutdown_grace_s
+        while not self.model.gone:
+            deadline = self.model.next_deadline()
+            cut_at = None
+            if self.model.closed_at is not None and grace is not None:
+                cut_at = self.model.closed_at + grace
+            if (
+                cut_at is not None
+                and cut_at <= target
+                and (deadline is None or cut_at < deadline)
+            ):
+                self.model.now = cut_at
+                for stream in self.model.live():
+                    self.model.end(stream, DisconnectReason.SHUTDOWN)
+                self.model.gone = True
+            elif deadline is not None and deadline <= target:
+                self.model.now = deadline
+                self._tick([c for c in announced if c[0] == deadline])
+                announced = [c for c in announced if c[0] != deadline]
+            else:
+                break
+        assert announced == [], f"completions at unexpected times: {announced}"
+        self.model.now = target
+        self.ticked_at = target
+        self._settle_writes()
+
+    def _tick(self, completions: list[tuple[float, Envelope]] | None = None) -> None:
+        """The replica ticks now: evictions due, then completions due, each routed
+        like any event, in the order the replica announced them (``completions``,
+        or those it reports now)."""
         self.ticked_at = self.model.now
         self.model.evict_overdue()
         expected = self.model.due()
+        if completions is None:
+            completions = self.hub.completions()
+        assert all(at == self.model.now for at, _ in completions), (
+            f"completions at {[at for at, _ in completions]}, expected at "
+            f"{self.model.now}"
+        )
         announced = Counter(
-            (envelope.id, envelope.payload["eventCount"]) for envelope in completions
+            (envelope.id, envelope.payload["eventCount"]) for _, envelope in completions
         )
         assert announced == expected, (
             f"completions {dict(announced)} where the quiet windows give "
             f"{dict(expected)}"
         )
-        for envelope in completions:
+        for _, envelope in completions:
             tally_event("batch completed")
             self.model.tally(envelope.tenant_id).batches_completed += 1
             self.model.route(envelope, from_bus=False)
-        self._settle_writes()
 
     @rule(tenant=st.sampled_from(TENANTS))
     def admin_disconnect(self, tenant: str) -> None:
@@ -776,6 +880,8 @@ class HubMachine(RuleBasedStateMachine):
     def _close(self) -> None:
         self.hub.close()
         self.model.closed = True
+        self.model.closed_at = self.model.now
+        self.model.note_if_gone()
         for subscriber in self.hub.subscribers():
             assert subscriber.state is not SubscriberState.OPEN, (
                 f"{subscriber.id} still open after close"
