@@ -268,6 +268,8 @@ class SimReplica:
         self.batch_dispatched: dict[BucketKey, float] = {}
         self._close_done: Callable[[], None] | None = None
         self._restart_s: float | None = None
+        # Called once the process that replaces a closing one has started.
+        self._on_restart: Callable[[], object] | None = None
 
     @property
     def ready(self) -> bool:
@@ -297,14 +299,20 @@ class SimReplica:
         )
         return generation
 
-    def close(self, restart_after_s: float | None) -> None:
+    def close(
+        self,
+        restart_after_s: float | None,
+        on_restart: Callable[[], object] | None = None,
+    ) -> bool:
         """Graceful close: farewell to every stream, drain for the grace period,
-        abort the rest, end; start a new process ``restart_after_s`` later."""
+        abort the rest, end; start a new process ``restart_after_s`` later and
+        then call ``on_restart``. False when there was no ready process to close."""
         current = self.current
         if current is None or self.phase is not ReplicaPhase.READY:
-            return
+            return False
         self.phase = ReplicaPhase.CLOSING
         self._restart_s = restart_after_s
+        self._on_restart = on_restart
         streams = len(current.core.subscribers())
         log_event(
             logging.INFO,
@@ -319,6 +327,7 @@ class SimReplica:
         grace = self.world.config.hub.shutdown_grace_s
         call_later(self.world.env, grace, lambda _: self._abort(current))
         self.maybe_finish_close()
+        return True
 
     def maybe_finish_close(self) -> None:
         """The process may end early once every stream has taken its farewell."""
@@ -357,4 +366,12 @@ class SimReplica:
         )
         restart = self._restart_s
         if restart is not None:
-            do_later(self.world.env, restart, self.start)
+            do_later(self.world.env, restart, self._restart)
+        elif self._on_restart is not None:
+            self._on_restart()
+
+    def _restart(self) -> None:
+        self.start()
+        then, self._on_restart = self._on_restart, None
+        if then is not None:
+            then()

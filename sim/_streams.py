@@ -9,7 +9,12 @@ side of the connection (its mode):
 - ``DARK``: the client's network is dark: the socket absorbs a few frames, then
   writes stall and the queue fills (backpressure, then eviction);
 - ``DEAD``: the client is gone without a FIN (half-open): the same, but whatever
-  the socket absorbs is lost.
+  the socket absorbs is lost;
+- ``SLOW``: the client reads its socket at its own pace; the socket absorbs what
+  it has not read yet, as much as fits, then writes stall.
+
+The socket's allowance is ``socket_buffer_frames`` frames or, when set,
+``socket_buffer_bytes`` bytes (a frame is taken when it fits whole).
 
 The common case (a live reader with one frame waiting) is written inline by
 ``write_streams``, with the per-frame figures computed once for all the streams that
@@ -41,6 +46,7 @@ class Mode(enum.Enum):
     LIVE = "live"  # the client reads what is written
     DARK = "dark"  # the client's network is dark; the socket fills, then stalls
     DEAD = "dead"  # the client is gone without a FIN; the socket fills, then stalls
+    SLOW = "slow"  # the client reads its socket slowly; the socket fills, then stalls
 
 
 def retry_of(frame: bytes) -> int | None:
@@ -66,6 +72,7 @@ class Connection:
         "generation",
         "mode",
         "socket",
+        "socket_bytes",
         "span_completions",
         "span_delivered",
         "subscriber",
@@ -93,8 +100,10 @@ class Connection:
         # The farewell's reason when it was written into an unread socket.
         self.farewell: DisconnectReason | None = None
         self.farewell_frame: bytes | None = None
-        # Frames written but not yet read (DARK) or never to be read (DEAD).
+        # Frames written but not yet read (DARK, SLOW) or never to be read (DEAD),
+        # and their size in bytes.
         self.socket: list[EncodedEvent] = []
+        self.socket_bytes = 0
         self.wakeup: simpy.Event | None = None
 
     def watch(self, *, reader: bool) -> None:
@@ -141,26 +150,43 @@ class Connection:
                 core.mark_written(subscriber, count)
             if state is not _OPEN:
                 self._read_farewell()
-            elif self.fresh and not self.fast:
+            elif self.fresh and not self.fast and self.client.reads is None:
+                # (A client that counts every id it reads needs every frame.)
                 self.begin_span()
             return
-        room = self.client.socket_frames - len(self.socket)
-        take = min(room, len(queue))
+        limit = self.client.settings.socket_buffer_bytes
+        if limit is None:
+            room = self.client.socket_frames - len(self.socket)
+            take = min(room, len(queue))
+            farewell_fits = take < room
+        else:
+            free = limit - self.socket_bytes
+            take = 0
+            for frame in queue:
+                if len(frame.frame) > free:
+                    break
+                free -= len(frame.frame)
+                take += 1
+            farewell = subscriber.farewell
+            farewell_fits = farewell is not None and len(farewell) <= free
         if take > 0:
             frames = subscriber.pending(take)
             observe(frames, at, self.generation.latency)
-            if self.mode is Mode.DARK:
-                self.socket.extend(frames)
-            else:
+            self.socket.extend(frames)
+            if limit is not None:
+                self.socket_bytes += sum(len(frame.frame) for frame in frames)
+            if self.mode is Mode.DEAD:
                 self.client.lost_in_socket += take
             core.mark_written(subscriber, take)
-        if state is not _OPEN and not queue and take < room:
+        if state is not _OPEN and not queue and farewell_fits:
             # The farewell fits in the socket: for the hub the stream ended well.
             self.ended = True
             self.farewell = subscriber.disconnect_reason
             self.farewell_frame = subscriber.farewell
             core.disconnect(subscriber)
             self.client.stream_closed(self.farewell)
+        if self.mode is Mode.SLOW:
+            self._wake_reader()
 
     def begin_span(self) -> None:
         self.fast = True
@@ -198,6 +224,9 @@ class Connection:
         self.client.stream_closed(reason)
         if self.mode is Mode.LIVE:
             self.client.on_cut(self)
+        elif self.mode is Mode.SLOW:
+            # The reader finds out once it has read what its socket holds.
+            self._wake_reader()
         # A DARK client finds out when its network is back; a DEAD one never does.
 
     def read_slowly(
@@ -227,6 +256,34 @@ class Connection:
             if subscriber.state is not _OPEN:
                 self._read_farewell()
                 self.generation.settle()
+                return
+            wakeup = self.wakeup = env.event()
+            yield wakeup
+
+    def read_socket_slowly(
+        self, rng: random.Random, rate: float, exponential: bool
+    ) -> Generator[simpy.Event, Any, None]:
+        """A slow reader of its socket: one frame at a time, each after a drain
+        time. The hub's writer (``write``) keeps the socket filled from the queue
+        while frames fit, so the queue only holds what the socket cannot."""
+        env = self.generation.world.env
+        start_epoch = self.generation.world.start_epoch
+        client = self.client
+        subscriber = self.subscriber
+        while True:
+            if self.socket:
+                yield env.timeout(rng.expovariate(rate) if exponential else 1 / rate)
+                frame = self.socket.pop(0)
+                self.socket_bytes -= len(frame.frame)
+                client.take((frame,), start_epoch + env.now, None)
+                if not self.ended and (
+                    subscriber.queue or subscriber.state is not _OPEN
+                ):
+                    # Room in the socket: the writer looks again.
+                    self.poke()
+                continue
+            if self.ended:
+                client.socket_drained(self)
                 return
             wakeup = self.wakeup = env.event()
             yield wakeup
