@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rcm-realtime scenarios run --target hub
+	$(BIN)/rcm-realtime scenarios run --target both
 
 test: $(STAMP)
 	$(BIN)/pytest -q

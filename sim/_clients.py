@@ -32,7 +32,7 @@ from hub.core import (
 from ._population import ClientKind, ClientSpec
 from ._replica import Generation, LatencyHistogram, SimReplica
 from ._sched import call_later
-from ._streams import Connection, Mode, retry_of
+from ._streams import RESPONSE_HEAD_BYTES, Connection, Mode, retry_of
 
 if TYPE_CHECKING:
     from ._world import World
@@ -71,6 +71,7 @@ class SimClient:
         "last_event_id",
         "last_replica",
         "lost_in_socket",
+        "per_frame",
         "reads",
         "refused",
         "reload_notices",
@@ -135,6 +136,9 @@ class SimClient:
         self.reads: Counter[str] | None = Counter() if settings.record_reads else None
         # Where a client that walks the replicas itself tries next.
         self.turn = spec.position
+        # Its streams are written frame by frame (no fast path): it counts every
+        # id it reads, or its writer counts every byte.
+        self.per_frame = settings.record_reads or settings.write_drain_bytes is not None
 
     # -- connecting ------------------------------------------------------------------
 
@@ -190,17 +194,18 @@ class SimClient:
         if through_socket:
             connection.mode = Mode.SLOW
         connection.watch(reader=self.kind is ClientKind.SLOW and not through_socket)
-        self._read_retry(
-            ready_frame(
-                subscriber_id=subscriber.id,
-                replica_id=replica.name,
-                tenant_id=principal.tenant_id,
-                retry_ms=generation.core.settings.retry_ms,
-            )
+        ready = ready_frame(
+            subscriber_id=subscriber.id,
+            replica_id=replica.name,
+            tenant_id=principal.tenant_id,
+            retry_ms=generation.core.settings.retry_ms,
         )
+        self._read_retry(ready)
+        connection.since_drain = RESPONSE_HEAD_BYTES + len(ready)
         if subscriber.notice is not None:
             # The hub no longer holds what this client missed: it must reload.
             self.reload_notices += 1
+            connection.since_drain += len(subscriber.notice)
         self.current = connection
         self.state = ClientState.CONNECTED
         self.last_replica = replica.name

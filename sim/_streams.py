@@ -49,6 +49,11 @@ class Mode(enum.Enum):
     SLOW = "slow"  # the client reads its socket slowly; the socket fills, then stalls
 
 
+# The hub's SSE response head (status line and headers) that precedes the ready
+# frame: it counts towards the writer's first wait for its buffer to drain.
+RESPONSE_HEAD_BYTES = 173
+
+
 def retry_of(frame: bytes) -> int | None:
     """The ``retry:`` field of a frame, in milliseconds, as a browser reads it."""
     for line in frame.split(b"\n"):
@@ -71,6 +76,7 @@ class Connection:
         "fresh",
         "generation",
         "mode",
+        "since_drain",
         "socket",
         "socket_bytes",
         "span_completions",
@@ -104,6 +110,9 @@ class Connection:
         # and their size in bytes.
         self.socket: list[EncodedEvent] = []
         self.socket_bytes = 0
+        # Bytes written since the writer last waited for its buffer to drain
+        # (``write_drain_bytes``), from the response's first byte on.
+        self.since_drain = 0
         self.wakeup: simpy.Event | None = None
 
     def watch(self, *, reader: bool) -> None:
@@ -144,14 +153,22 @@ class Connection:
         self.end_span()
         if self.mode is Mode.LIVE:
             count = len(queue)
+            drain = self.client.settings.write_drain_bytes
+            if drain is not None:
+                # The reader keeps up, so every wait passes at once.
+                since = self.since_drain
+                for frame in queue:
+                    since += len(frame.frame)
+                    if since > drain:
+                        since = 0
+                self.since_drain = since
             if count:
                 if self.client.take(queue, at, self.generation.latency):
                     self.fresh = True
                 core.mark_written(subscriber, count)
             if state is not _OPEN:
                 self._read_farewell()
-            elif self.fresh and not self.fast and self.client.reads is None:
-                # (A client that counts every id it reads needs every frame.)
+            elif self.fresh and not self.fast and not self.client.per_frame:
                 self.begin_span()
             return
         limit = self.client.settings.socket_buffer_bytes
@@ -160,15 +177,34 @@ class Connection:
             take = min(room, len(queue))
             farewell_fits = take < room
         else:
-            free = limit - self.socket_bytes
+            drain = self.client.settings.write_drain_bytes
+            used = self.socket_bytes
+            since = self.since_drain
             take = 0
             for frame in queue:
-                if len(frame.frame) > free:
-                    break
-                free -= len(frame.frame)
+                size = len(frame.frame)
+                if drain is None:
+                    if used + size > limit:
+                        break
+                elif since + size > drain:
+                    # This write waits for the buffer to drain, which holds the
+                    # writer while too much sits unread.
+                    if used + size > limit:
+                        break
+                    since = 0
+                else:
+                    since += size
+                used += size
                 take += 1
             farewell = subscriber.farewell
-            farewell_fits = farewell is not None and len(farewell) <= free
+            if farewell is None:
+                farewell_fits = False
+            elif drain is None or since + len(farewell) > drain:
+                farewell_fits = used + len(farewell) <= limit
+            else:
+                # Written without a wait: the hub is done with the stream.
+                farewell_fits = True
+            self.since_drain = since
         if take > 0:
             frames = subscriber.pending(take)
             observe(frames, at, self.generation.latency)

@@ -236,3 +236,46 @@ def test_rolling_deploy_can_wait_for_each_replica_to_be_back(
     first, second = simulated.replicas
     assert first.generations[0].closed_at == pytest.approx(13.0)
     assert second.generations[0].closed_at == pytest.approx(second_close_s)
+
+
+@pytest.mark.parametrize(
+    ("dark_after_s", "drain_points"),
+    [(0.5, 1), (1.72, 2)],
+    ids=["dark-before-any-event", "dark-just-before-a-drain-point"],
+)
+def test_writer_stalls_only_where_it_waits_for_its_buffer(
+    dark_after_s: float, drain_points: int
+) -> None:
+    """With a drain every 20 kB and 10 kB of socket, a stream gone dark right
+    after connecting takes frames up to the first drain; one gone dark just before
+    a drain passes it (little sits unread yet) and takes up to the next."""
+    group = SubscriberGroup(
+        name="gone",
+        tenant="acme",
+        roles=("BILLING_SPECIALIST",),
+        behaviour="half_open",
+        dark_after=parse_distribution(f"fixed({dark_after_s})"),
+    )
+    world = World(
+        scripted_world(
+            group,
+            duration_s=20.0,
+            hub=HubSettings(queue_size=10_000, evict_after_s=1e9),
+            clients=Clients(
+                socket_buffer_bytes=10_000,
+                write_drain_bytes=20_000,
+                half_open_return=None,
+            ),
+        )
+    )
+    # 20 events a second from 1 s: 15 are read before the later dark spell.
+    size = publish_padded(world, 200, 0.05, 1000)
+    result = world.run()
+
+    read = 0 if dark_after_s < 1.0 else 15
+    taken = result.final_total("rcm_realtime_delivered_total") - read
+    if drain_points == 1:
+        # Far more than the socket holds: everything up to the drain point.
+        assert 20_000 - 2 * size < taken * size <= 20_000
+    else:
+        assert 20_000 < taken * size <= 40_000
