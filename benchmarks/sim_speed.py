@@ -40,7 +40,7 @@ try:
     # The benchmark harness records every module's figures of one run together.
     from ._harness import write_result
 except ImportError:
-    write_result = None
+    write_result = None  # type: ignore[assignment]
 
 DURATION_ENV = "RCM_SIM_SPEED_DURATION_S"
 QUICK_ENV = "RCM_BENCH_QUICK"

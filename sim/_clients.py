@@ -137,8 +137,8 @@ class SimClient:
         # Where a client that walks the replicas itself tries next.
         self.turn = spec.position
         # Its streams are written frame by frame (no fast path): it counts every
-        # id it reads, or its writer counts every byte.
-        self.per_frame = settings.record_reads or settings.write_drain_bytes is not None
+        # id it reads.
+        self.per_frame = settings.record_reads
 
     # -- connecting ------------------------------------------------------------------
 

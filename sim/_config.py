@@ -246,11 +246,11 @@ class Clients:
     # through their socket too, so what sits there counts as delivered, as it does
     # on a real hub.
     socket_buffer_bytes: PositiveCount | None = None
-    # With a byte-sized socket: the hub's writer waits for its buffer to drain
-    # only when this many bytes were written since it last did (aiohttp waits
-    # every 64 KiB), and only while more than ``socket_buffer_bytes`` sit unread;
-    # in between, writes never stall. A stream that stops reading then takes up
-    # to this many bytes, or twice as many, by where in the count it went dark.
+    # With a byte-sized socket: once the socket is full, the hub's writer keeps
+    # writing into its own buffer and waits for that to drain only when this many
+    # bytes went there since its last wait (aiohttp waits every 64 KiB); the
+    # waiting frame stays queued until the socket has room. A stream that stops
+    # reading then takes both allowances.
     write_drain_bytes: PositiveCount | None = None
     # Half-open clients: time until the connection dies without a FIN, and the time
     # until the user is back and reloads (never when absent).

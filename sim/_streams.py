@@ -69,6 +69,7 @@ class Connection:
 
     __slots__ = (
         "client",
+        "draining",
         "ended",
         "farewell",
         "farewell_frame",
@@ -110,9 +111,11 @@ class Connection:
         # and their size in bytes.
         self.socket: list[EncodedEvent] = []
         self.socket_bytes = 0
-        # Bytes written since the writer last waited for its buffer to drain
-        # (``write_drain_bytes``), from the response's first byte on.
+        # With ``write_drain_bytes``: what the hub's writer put in its own buffer
+        # since it last waited for that buffer to drain (the response head and
+        # ready frame count), and whether a write is waiting now.
         self.since_drain = 0
+        self.draining = False
         self.wakeup: simpy.Event | None = None
 
     def watch(self, *, reader: bool) -> None:
@@ -153,15 +156,6 @@ class Connection:
         self.end_span()
         if self.mode is Mode.LIVE:
             count = len(queue)
-            drain = self.client.settings.write_drain_bytes
-            if drain is not None:
-                # The reader keeps up, so every wait passes at once.
-                since = self.since_drain
-                for frame in queue:
-                    since += len(frame.frame)
-                    if since > drain:
-                        since = 0
-                self.since_drain = since
             if count:
                 if self.client.take(queue, at, self.generation.latency):
                     self.fresh = True
@@ -183,27 +177,30 @@ class Connection:
             take = 0
             for frame in queue:
                 size = len(frame.frame)
-                if drain is None:
-                    if used + size > limit:
+                if used + size > limit:
+                    if drain is None:
                         break
-                elif since + size > drain:
-                    # This write waits for the buffer to drain, which holds the
-                    # writer while too much sits unread.
-                    if used + size > limit:
+                    if since + size > drain:
+                        # This write waits for the hub's buffer to drain: the
+                        # frame stays queued until the socket has room for it.
+                        self.draining = True
                         break
-                    since = 0
-                else:
+                    # The socket is full; the hub's own buffer takes it.
                     since += size
+                elif self.draining:
+                    # The write that waited went through, and the count restarts.
+                    self.draining = False
+                    since = 0
                 used += size
                 take += 1
             farewell = subscriber.farewell
-            if farewell is None:
+            if farewell is None or self.draining:
                 farewell_fits = False
-            elif drain is None or since + len(farewell) > drain:
-                farewell_fits = used + len(farewell) <= limit
-            else:
-                # Written without a wait: the hub is done with the stream.
+            elif used + len(farewell) <= limit:
                 farewell_fits = True
+            else:
+                # Into the hub's buffer, when that takes no wait.
+                farewell_fits = drain is not None and since + len(farewell) <= drain
             self.since_drain = since
         if take > 0:
             frames = subscriber.pending(take)

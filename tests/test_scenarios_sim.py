@@ -46,7 +46,7 @@ read_rate_per_s = 1
 [[workload.events]]
 tenant = "acme"
 types = ["claim.submitted", "remittance.payment.posted"]
-rate_per_s = 20
+rate_per_s = 40
 payload_bytes = 1000
 
 [[timeline]]
