@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-thorough bench lint format clean
+.PHONY: run test test-thorough bench soak lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test-thorough: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Real hubs on RabbitMQ under load, churn and faults: 10 minutes, 60 s when CI is
+# set; SOAK_ARGS passes more flags (SOAK_ARGS='--duration 30m --clients 200').
+soak: $(STAMP)
+	$(BIN)/rcm-realtime soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

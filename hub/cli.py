@@ -203,6 +203,13 @@ def _add_scenarios(
     add_scenarios_command(commands)
 
 
+def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The soak drives hub processes from outside; imported only by the command line.
+    from soak import add_soak_command
+
+    add_soak_command(commands)
+
+
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ] = [
@@ -212,6 +219,7 @@ REGISTRARS: list[
     _add_scenarios,
     add_diagnose,
     add_catalog,
+    _add_soak,
 ]
 
 
