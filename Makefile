@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rcm-realtime serve --dev
+	$(BIN)/rcm-realtime scenarios run --target hub
 
 test: $(STAMP)
 	$(BIN)/pytest -q

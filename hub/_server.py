@@ -51,6 +51,7 @@ from .core import (
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+LISTEN_BACKLOG = 2048
 OPENAPI_DOCUMENT = (Path(__file__).parent / "openapi.json").read_bytes()
 MAX_FRAMES_PER_WRITE = 512
 MAX_LAST_EVENT_ID = 256
@@ -193,7 +194,10 @@ class Replica:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        # A deep accept queue: a reconnect storm arrives faster than accept() runs.
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         server = site._server
         assert server is not None
@@ -256,9 +260,12 @@ class Replica:
             deadline = self.core.tick()
             delay = idle_s if deadline is None else deadline - time.monotonic()
             self._tick_now.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tick_now.wait(), min(delay, idle_s))
+            # Never less than one turn of the loop: a deadline already past must
+            # not starve the streams this task shares the loop with.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._tick_now.wait(), max(0.001, min(delay, idle_s))
+                )
 
     async def _enforce_header_deadline(self) -> None:
         """Close connections that have not finished a request's headers in time

@@ -103,7 +103,7 @@ class HubRun:
         progress: Progress | None = None,
     ) -> None:
         self.scenario = scenario
-        self.scale = time_scale
+        self.scale = max(time_scale, scenario.min_time_scale)
         self.bus_url = bus_url
         self.progress = progress or (lambda line: None)
         self.schedule: Schedule = build_schedule(scenario)
@@ -330,7 +330,8 @@ class HubRun:
                 headers={"Authorization": f"Bearer {bearer}"},
             ) as response:
                 response.raise_for_status()
-                self.failures.extend((await response.json())["ids"])
+                for failure_id in (await response.json())["ids"]:
+                    self.failures[failure_id] = step.tenant
         elif step.action is Action.PAUSE_SUBSCRIPTION:
             assert step.replica is not None and self._faults is not None
             self._faults.pause(self.slots[step.replica - 1].replica_id)
@@ -338,7 +339,8 @@ class HubRun:
             assert step.replica is not None and self._faults is not None
             self._faults.resume(self.slots[step.replica - 1].replica_id)
 
-    failures: list[str]
+    # Ids of recorded batch failures, with their tenant.
+    failures: dict[str, str]
 
     def _open_bus(self) -> Bus:
         seed = self.scenario.seed
@@ -363,7 +365,7 @@ class HubRun:
     # -- the whole run ------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        self.failures = []
+        self.failures = {}
         self._bus = self._open_bus()
         wall_start = time.monotonic()
         for slot in self.slots:
@@ -577,28 +579,38 @@ class _Client:
 
     def record(self, run: HubRun) -> ClientRecord:
         first = self.connect_times[0] if self.connect_times else None
+        mine = self.group.tenant
         expected: set[str] = set()
-        if first is not None:
-            for event in run.schedule.events:
-                if event.tenant != self.group.tenant or event.at_s < first:
-                    continue
-                permission = run.permission_at(event.type, event.at_s)
-                if permission is not None and permission in self.scopes:
-                    expected.add(event.event_id)
-            expected |= {
-                failure
-                for failure in run.failures
-                if "batches.read" in self.scopes and failure in self.received
+        allowed: set[str] = set()
+        for event in run.schedule.events:
+            if event.tenant != mine:
+                continue
+            permission = run.permission_at(event.type, event.at_s)
+            if permission is None or permission not in self.scopes:
+                continue
+            allowed.add(event.event_id)
+            if first is not None and event.at_s >= first:
+                expected.add(event.event_id)
+        # Events the hub made during the run: recorded failures and synthesized
+        # completions, both behind batches.read.
+        if "batches.read" in self.scopes:
+            failures = {i for i, tenant in run.failures.items() if tenant == mine}
+            allowed |= failures
+            if first is not None:
+                expected |= failures
+            allowed |= {
+                i for i, (_, tenant, _, _) in run.completions.items() if tenant == mine
             }
         received = set(self.received)
         return ClientRecord(
             name=self.name,
             group=self.group.name,
-            tenant=self.group.tenant,
+            tenant=mine,
             behaviour=self.group.behaviour.value,
             expected=len(expected),
             received=sum(self.received.values()),
             missed=len(expected - received),
+            leaked=len(received - allowed),
             duplicates=sum(count - 1 for count in self.received.values()),
             shutdown_frames=self.shutdown_frames,
             reload_notices=self.reload_notices,

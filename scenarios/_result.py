@@ -36,6 +36,7 @@ class ClientRecord:
     expected: int = 0
     received: int = 0
     missed: int = 0
+    leaked: int = 0
     duplicates: int = 0
     shutdown_frames: int = 0
     reload_notices: int = 0
@@ -240,6 +241,7 @@ def truth_value(result: RunResult, expectation: Expectation) -> float:
         return float(max(per_second.values(), default=0))
     attribute = {
         Truth.MISSED_EVENTS: "missed",
+        Truth.LEAKED_EVENTS: "leaked",
         Truth.RECEIVED_EVENTS: "received",
         Truth.DUPLICATES: "duplicates",
         Truth.SHUTDOWN_FRAMES: "shutdown_frames",
@@ -247,6 +249,8 @@ def truth_value(result: RunResult, expectation: Expectation) -> float:
     }
     if truth is Truth.CONNECTS:
         per = [float(len(c.connect_times)) for c in clients]
+    elif truth is Truth.SILENT_MISSES:
+        per = [float(c.missed) for c in clients if not c.reload_notices]
     else:
         assert truth is not None
         per = [float(getattr(c, attribute[truth])) for c in clients]
