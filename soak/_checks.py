@@ -272,12 +272,24 @@ def hub_streams(records: Iterable[LogRecord]) -> list[HubStream]:
     return streams
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A broker outage the replicas logged: when, which instances, how long."""
+
+    at_s: float
+    instances: tuple[str, ...]
+    down_s: float | None
+
+    def describe(self) -> str:
+        down = "" if self.down_s is None else f", down {self.down_s:g} s"
+        return f"at {self.at_s:.1f} s on {', '.join(self.instances)}{down}"
+
+
 def foreign_outages(
     records: Iterable[LogRecord], injected: tuple[float, float] | None
-) -> list[str]:
+) -> list[Outage]:
     """Broker outages the replicas logged outside the injected restart's window
-    (another run restarting the shared broker), one line each: when, which
-    instances, how long."""
+    (another run restarting the shared broker)."""
     lost = sorted(
         (record.at_s, record.instance)
         for record in records
@@ -286,7 +298,7 @@ def foreign_outages(
         and not (injected is not None and injected[0] <= record.at_s <= injected[1])
     )
     back = [
-        (record.at_s, record.instance, record.fields.get("down_s", ""))
+        (record.at_s, record.instance, _seconds(record.fields.get("down_s", "")))
         for record in records
         if record.fields.get("event") == "bus_reconnected" and record.at_s is not None
     ]
@@ -296,7 +308,7 @@ def foreign_outages(
             groups[-1][1].append(instance)
         else:
             groups.append((at_s, [instance]))
-    lines = []
+    outages = []
     for at_s, instances in groups:
         downs = []
         for instance in set(instances):
@@ -304,9 +316,10 @@ def foreign_outages(
             after = [(b, d) for b, i, d in back if i == instance and b >= at_s]
             if after:
                 downs.append(min(after)[1])
-        down = f", down {max(downs, key=_seconds)} s" if downs else ""
-        lines.append(f"at {at_s:.1f} s on {', '.join(sorted(set(instances)))}{down}")
-    return lines
+        outages.append(
+            Outage(at_s, tuple(sorted(set(instances))), max(downs) if downs else None)
+        )
+    return outages
 
 
 def _seconds(text: str) -> float:

@@ -179,6 +179,8 @@ class _SseProtocol(asyncio.Protocol):
             record.received += 1
             if self.recent.add(event.last_event_id):
                 record.duplicates += 1
+                types = record.duplicate_types
+                types[kind] = types.get(kind, 0) + 1
             size = len(event.last_event_id) + len(kind) + len(event.data) + 22
             if size < self.world.smallest_frame:
                 self.world.smallest_frame = size

@@ -132,6 +132,7 @@ class StreamRecord:
     replica_id: str | None = None
     received: int = 0  # event frames (with an id), replays included
     duplicates: int = 0
+    duplicate_types: dict[str, int] = field(default_factory=dict)
     reload_notices: int = 0
     farewell: str | None = None
     went_dark: bool = False  # stopped reading before it was cut

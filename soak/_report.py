@@ -52,6 +52,9 @@ def figures(result: SoakResult) -> dict[str, Any]:
         "reloadNotices": sum(s.reload_notices for s in opened),
         "framesReceived": sum(s.received for s in opened),
         "duplicateFrames": sum(s.duplicates for s in opened),
+        "duplicateFramesByType": dict(
+            sorted(sum((Counter(s.duplicate_types) for s in opened), Counter()).items())
+        ),
     }
 
 
@@ -86,7 +89,9 @@ def text_report(result: SoakResult, report_dir: Path) -> str:
         + ", ".join(f"{k} {v}" for k, v in fig["streamsEnded"].items())
         + f"; {fig['reloadNotices']} reload notices)",
         f"frames       {_n(fig['framesReceived'])} received by clients "
-        f"({fig['duplicateFrames']} duplicates)",
+        f"({fig['duplicateFrames']} duplicates"
+        + "".join(f", {n} {kind}" for kind, n in fig["duplicateFramesByType"].items())
+        + ")",
     ]
     for index, fault in enumerate(result.faults):
         head = "faults       " if index == 0 else "             "
@@ -96,7 +101,9 @@ def text_report(result: SoakResult, report_dir: Path) -> str:
             f"             {len(result.unplanned_outages)} broker outages this soak "
             "did not inject (another run restarted the shared broker):"
         )
-        lines += [f"               {line}" for line in result.unplanned_outages]
+        lines += [
+            f"               {outage.describe()}" for outage in result.unplanned_outages
+        ]
     lines.append("memory (RSS, MiB)  start    end   peak  judged span      verdict")
     for verdict in result.verdicts:
         state = "flat" if verdict.flat else "GROWING" if verdict.flat is False else "-"
@@ -181,7 +188,10 @@ def summary_document(result: SoakResult) -> dict[str, Any]:
             }
             for fault in result.faults
         ],
-        "unplannedBrokerOutages": result.unplanned_outages,
+        "unplannedBrokerOutages": [
+            {"atS": o.at_s, "instances": list(o.instances), "downS": o.down_s}
+            for o in result.unplanned_outages
+        ],
         "instances": [
             {
                 "instance": instance.key,
@@ -293,6 +303,12 @@ def plot_memory(result: SoakResult, path: Path) -> None:
             fontsize=8,
             rotation=90,
             va="bottom",
+        )
+    for outage in result.unplanned_outages:
+        axes.axvline(outage.at_s, color="grey", linestyle="--", linewidth=0.8)
+    if result.unplanned_outages:
+        axes.plot(
+            [], [], color="grey", linestyle="--", label="broker outage (not injected)"
         )
     axes.set_xlabel("seconds of load")
     axes.set_ylabel("RSS (MiB)")

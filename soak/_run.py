@@ -29,6 +29,7 @@ from ._checks import (
     Check,
     LogRecord,
     MemoryVerdict,
+    Outage,
     Reconciliation,
     Scrape,
     check_dispatched,
@@ -97,7 +98,7 @@ class SoakResult:
     scrapes: int
     log_levels: dict[str, dict[str, int]]
     excused_errors: list[LogRecord]
-    unplanned_outages: list[str]
+    unplanned_outages: list[Outage]
     cut_tolerance: int
     problems: list[str] = field(default_factory=list)
 
