@@ -337,6 +337,7 @@ class Session:
             instance=world.endpoints.instance_key(slot),
             opened_s=world.now(),
             resumed=bool(self.last_event_id),
+            resumed_after_completion=self.last_event_id.startswith("batch-"),
             receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
         )
         world.streams.append(record)

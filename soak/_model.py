@@ -127,6 +127,9 @@ class StreamRecord:
     instance: str  # the replica process instance that served it, like "r2#1"
     opened_s: float
     resumed: bool  # sent Last-Event-ID
+    # The id it resumed after was a batch.completed, which each replica
+    # synthesizes at its own point in its sequence.
+    resumed_after_completion: bool = False
     status: int = 0
     subscriber_id: str | None = None
     replica_id: str | None = None

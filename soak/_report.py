@@ -52,6 +52,12 @@ def figures(result: SoakResult) -> dict[str, Any]:
         "reloadNotices": sum(s.reload_notices for s in opened),
         "framesReceived": sum(s.received for s in opened),
         "duplicateFrames": sum(s.duplicates for s in opened),
+        "duplicateFramesAfterCompletionResume": sum(
+            s.duplicates for s in opened if s.resumed_after_completion
+        ),
+        "streamsResumedAfterCompletion": sum(
+            1 for s in opened if s.resumed_after_completion
+        ),
         "duplicateFramesByType": dict(
             sorted(sum((Counter(s.duplicate_types) for s in opened), Counter()).items())
         ),
@@ -91,7 +97,9 @@ def text_report(result: SoakResult, report_dir: Path) -> str:
         f"frames       {_n(fig['framesReceived'])} received by clients "
         f"({fig['duplicateFrames']} duplicates"
         + "".join(f", {n} {kind}" for kind, n in fig["duplicateFramesByType"].items())
-        + ")",
+        + f"; {fig['duplicateFramesAfterCompletionResume']} of them on the "
+        f"{fig['streamsResumedAfterCompletion']} streams resumed after a "
+        "batch.completed id)",
     ]
     for index, fault in enumerate(result.faults):
         head = "faults       " if index == 0 else "             "
