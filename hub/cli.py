@@ -194,6 +194,25 @@ def _run_tune_quiet_window(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_sim(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The simulator owns its flags; they are parsed there, so that the hub never
+    # imports it (not even to build this parser).
+    parser = commands.add_parser(
+        "sim",
+        help="simulate replicas, a bus, clients and deploys around the hub core",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=_run_sim)
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from sim._cli import main as sim_main
+
+    return sim_main(args.argv)
+
+
 # Each command module adds its parser here; the list is the CLI's table of contents.
 def _add_scenarios(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -214,6 +233,7 @@ REGISTRARS: list[
     add_diagnose,
     add_catalog,
     add_load,
+    _add_sim,
 ]
 
 
