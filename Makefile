@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-thorough bench lint format clean
+.PHONY: run test test-thorough bench bench-deps lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ test-thorough: $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# nginx with nchan (the comparison), uvloop and py-spy; needs root for apt-get.
+bench-deps: $(STAMP)
+	tools/install-bench-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
