@@ -27,7 +27,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -65,11 +65,14 @@ class CpuStatistics:
 class CpuRecords:
     """Per event served: when it occurred and when its frames were written.
 
-    Times are simulated seconds. An event's frames leave evenly over
+    Times are simulated seconds. ``occurred_s`` is the event's ``occurredAt`` (to
+    the millisecond, as envelopes carry it), ``arrived_s`` the exact time the
+    subscription handed it to the replica. An event's frames leave evenly over
     ``(write_from_s, write_to_s]``; ``frames`` of them were queued.
     """
 
     occurred_s: npt.NDArray[np.float64]
+    arrived_s: npt.NDArray[np.float64]
     write_from_s: npt.NDArray[np.float64]
     write_to_s: npt.NDArray[np.float64]
     frames: npt.NDArray[np.float64]
@@ -89,13 +92,21 @@ class CpuRecords:
         return float(overlap.sum() / (end_s - start_s))
 
     def delivery_latencies(
-        self, start_s: float = 0.0, end_s: float = float("inf")
+        self,
+        start_s: float = 0.0,
+        end_s: float = float("inf"),
+        *,
+        since: Literal["occurred", "arrived"] = "occurred",
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Latencies (occurred to written, seconds) of the frames of events that
-        occurred in ``[start_s, end_s)``, with the number of frames each stands for."""
+        """Latencies in seconds of the frames of events that occurred in
+        ``[start_s, end_s)``, with the number of frames each stands for: from
+        ``occurredAt`` to written (the contract's delivery latency), or from the
+        replica's having the event (its own queueing and work, to the
+        microsecond)."""
         chosen = (self.occurred_s >= start_s) & (self.occurred_s < end_s)
+        origin = self.occurred_s if since == "occurred" else self.arrived_s
         return spread_latencies(
-            self.occurred_s[chosen],
+            origin[chosen],
             self.write_from_s[chosen],
             self.write_to_s[chosen],
             self.frames[chosen],
@@ -150,6 +161,7 @@ class ReplicaCpu:
     """The single server of one replica process."""
 
     __slots__ = (
+        "_arrived_at",
         "_draw",
         "_max_batch",
         "_occurred",
@@ -159,6 +171,7 @@ class ReplicaCpu:
         "_write_to",
         "_written_frames",
         "arrived",
+        "arrived_at",
         "busy",
         "busy_s",
         "connections",
@@ -185,6 +198,7 @@ class ReplicaCpu:
             else (lambda: rng.expovariate(1.0))
         )
         self.waiting: deque[Envelope] = deque()
+        self.arrived_at: deque[float] = deque()
         self.arrived = 0
         # Connection work not yet served; it goes first in the next spell.
         self.owed_s = 0.0
@@ -196,6 +210,7 @@ class ReplicaCpu:
         self.spells = 0
         self.max_waiting = 0
         self._occurred = array("d")
+        self._arrived_at = array("d")
         self._write_from = array("d")
         self._write_to = array("d")
         self._written_frames = array("d")
@@ -208,7 +223,9 @@ class ReplicaCpu:
         """The subscription hands over events: they wait for the CPU."""
         if not self.generation.alive:
             return
+        now = self.generation.world.env.now
         self.waiting.extend(batch)
+        self.arrived_at.extend([now] * len(batch))
         self.arrived += len(batch)
         if len(self.waiting) > self.max_waiting:
             self.max_waiting = len(self.waiting)
@@ -245,6 +262,7 @@ class ReplicaCpu:
 
         return CpuRecords(
             occurred_s=arr(self._occurred),
+            arrived_s=arr(self._arrived_at),
             write_from_s=arr(self._write_from),
             write_to_s=arr(self._write_to),
             frames=arr(self._written_frames),
@@ -263,6 +281,7 @@ class ReplicaCpu:
         limit = self._max_batch
         take = len(waiting) if limit is None else min(limit, len(waiting))
         taken = [waiting.popleft() for _ in range(take)]
+        arrivals = [self.arrived_at.popleft() for _ in range(take)]
         frames = generation.dispatch(taken) if taken else []
 
         model = self.model
@@ -278,16 +297,17 @@ class ReplicaCpu:
         spell = setup + writing
         if spell <= 0:
             # Free work: write at once, as a world without a CPU model would.
-            self._record(taken, frames, now, now, now, now)
+            self._record(taken, arrivals, frames, now, now, now, now)
             generation.settle()
             return
         self.busy = True
         end = call_at(world.env, now + spell, self._done)
-        self._record(taken, frames, now, now + setup, end, end)
+        self._record(taken, arrivals, frames, now, now + setup, end, end)
 
     def _record(
         self,
         taken: Sequence[Envelope],
+        arrivals: Sequence[float],
         frames: Sequence[int],
         start: float,
         write_from: float,
@@ -300,9 +320,10 @@ class ReplicaCpu:
         self.busy_s += end - start
         self._spells_from.append(start)
         self._spells_to.append(end)
-        for envelope, count in zip(taken, frames, strict=True):
+        for envelope, arrived, count in zip(taken, arrivals, frames, strict=True):
             self.frames += count
             self._occurred.append(envelope.occurred_at_s - epoch)
+            self._arrived_at.append(arrived)
             self._write_from.append(write_from)
             self._write_to.append(write_to)
             self._written_frames.append(float(count))
