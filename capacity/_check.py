@@ -16,7 +16,12 @@ the model is judged on its queueing, not on the machine's other tenants.
 
 Agreement, as stated: the measured p99 within a factor of ``P99_FACTOR`` of the
 predicted one, either way, and the drop rates within ``DROP_RATE_SLACK`` of each
-other.
+other. The share is a mean: a hub that wakes after a sleep usually runs at once,
+while one that has used its slice waits for others', so a busy machine spreads
+latency wider than a uniformly slower CPU would. Measured on the shared two-core
+development machine, p99 came out 0.97 to 1.0 of the prediction while the hub got
+0.58 to 0.68 of a CPU, and 1.7 times it at 0.45; with less than about 0.4 the factor
+of two may not hold.
 """
 
 from __future__ import annotations
@@ -165,8 +170,8 @@ async def check_point(
     streams: int,
     events_per_s: float,
     queue_size: int = 256,
-    windows: int = 3,
-    window_s: float = 4.0,
+    windows: int = 5,
+    window_s: float = 3.0,
     seed: int = 1,
     port: int | None = None,
     say: Callable[[str], None] | None = None,
