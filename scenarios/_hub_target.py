@@ -330,6 +330,7 @@ class HubRun:
                 headers={"Authorization": f"Bearer {bearer}"},
             ) as response:
                 response.raise_for_status()
+                assert step.tenant is not None
                 for failure_id in (await response.json())["ids"]:
                     self.failures[failure_id] = step.tenant
         elif step.action is Action.PAUSE_SUBSCRIPTION:
