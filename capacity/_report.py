@@ -42,8 +42,13 @@ def render_table(plan: CapacityPlan) -> str:
         f"    {calibration.per_delivery_s * 1e6:.2f} us per delivery, "
         f"{calibration.per_event_s * 1e6:.0f} us per event, "
         f"{calibration.per_connection_s * 1e6:.0f} us per connection, "
-        f"{calibration.per_subscriber_bytes / 1024:.1f} KiB per stream; each replica "
-        f"gets {plan.cpu_share:g} of a CPU",
+        f"{calibration.per_subscriber_bytes / 1024:.1f} KiB per stream",
+        "  each replica: "
+        + (
+            "a CPU of its own"
+            if plan.cpu_share >= 1
+            else f"{plan.cpu_share:g} of a CPU (--cpu-share)"
+        ),
         f"  targets: p99 delivery latency <= {plan.targets.p99_ms:g} ms, drop rate <= "
         f"{_percent(plan.targets.max_drop_rate)}",
         f"  simulated: {plan.duration_s:g} s at the peak rate per point, figures after "
@@ -233,11 +238,13 @@ def draw_plot(plan: CapacityPlan, path: Path) -> None:
             axis.axvline(plan.answer.replicas, color="green", alpha=0.4, linewidth=6)
     top.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    top.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     top.yaxis.set_major_formatter(plain)
-    top.yaxis.set_minor_formatter(plain)
+    top.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     top.set_ylabel("p99 delivery latency (ms, log)")
     bottom.set_ylabel("frames dropped (%)")
     bottom.set_yscale("symlog", linthresh=max(plan.targets.max_drop_rate * 100, 1e-3))
+    bottom.yaxis.set_major_formatter(plain)
     bottom.set_xlabel("replicas")
     bottom.set_xticks(plan.by_replicas())
     title = (
@@ -247,6 +254,16 @@ def draw_plot(plan: CapacityPlan, path: Path) -> None:
     if plan.answer is not None:
         title += f": {plan.answer.replicas} replicas, queue {plan.answer.queue_size}"
     top.set_title(title)
+    if len(plan.queue_sizes) > 1 and not any(
+        point.backpressure_total for point in plan.points
+    ):
+        top.text(
+            0.02,
+            0.03,
+            "no point dropped a frame: every queue size gives the same figures",
+            transform=top.transAxes,
+            fontsize="small",
+        )
     top.legend(loc="upper right", fontsize="small")
     bottom.legend(loc="upper right", fontsize="small")
     for axis in (top, bottom):
