@@ -71,6 +71,7 @@ class CalibrationPlan:
     received_floor: float = 0.99
     publish_floor: float = 0.9
     saturation: bool = True
+    quick: bool = False
 
 
 def default_plan(*, quick: bool = False, saturation: bool = True) -> CalibrationPlan:
@@ -86,6 +87,7 @@ def default_plan(*, quick: bool = False, saturation: bool = True) -> Calibration
             ramp_window_s=1.0,
             ramp_steps=7,
             saturation=saturation,
+            quick=True,
         )
     return CalibrationPlan(
         few_streams=10,
@@ -253,7 +255,7 @@ async def measure(
             "few_streams": plan.few_streams,
             "many_streams": plan.many_streams,
             "window_s": plan.window_s,
-            "quick": plan.window_s < 3.0,
+            "quick": plan.quick,
         },
         "points": [p.as_dict() for p in points],
         "ramp": [p.as_dict() for p in ramp],

@@ -273,7 +273,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     def done(finished: int, total: int, point: PointResult) -> None:
         p99 = "-" if point.p99_ms is None else f"{point.p99_ms:,.1f} ms"
         progress.say(
-            f"  {finished}/{total}: {point.replicas} replicas, queue "
+            f"  {finished}/{total}: replicas {point.replicas}, queue "
             f"{point.queue_size}: p99 {p99}, drops {point.drop_rate:.3%}, CPU "
             f"{point.utilisation_max:.0%} ({point.wall_s:.1f} s)"
         )

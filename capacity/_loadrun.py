@@ -42,8 +42,8 @@ from hub import issue_token
 from ._errors import CapacityError
 
 EVENT_TYPE = "claim.submitted"
-# Publish requests a paced load keeps waiting for answers at most; beyond, due
-# events go out together in the next exchange.
+# After the publisher stops, the clients' count of frames read may stand still this
+# long before the frames still missing are taken as never coming.
 DRAIN_STALL_S = 1.0
 
 

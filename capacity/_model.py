@@ -4,8 +4,8 @@ calibration measured, under a workload's peak, and the figures a plan reads off 
 Every tenant has the same number of steady streams, each reading the same families;
 events of each family are Poisson at the family's peak rate, spread evenly over the
 tenants. Each replica process is one CPU (``sim.CpuModel``), so its queueing delay,
-latency and drops come out of the simulation. Figures are taken after a warm-up in
-which the streams connect (their handshakes cost CPU too).
+latency and drops come out of the simulation. The streams connect in the first fifth
+of a warm-up, and figures are taken after it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ DEFAULT_QUEUE_SIZES = (64, 256, 1024)
 HUB_DEFAULT_QUEUE = 256
 # Most replica counts one sweep stage simulates.
 MAX_STAGE_POINTS = 12
-# Times the sweep looks past its first range when no count met the targets.
+# Times the sweep looks past its first range when no count met the targets, and
+# times it fills in the counts between the last miss and the first hit.
 MAX_EXTENSIONS = 3
 # A deque slot per queued frame: the frames themselves are shared by all streams.
 BYTES_PER_QUEUED_FRAME = 8.25
@@ -255,8 +256,10 @@ def make_plan(
             # streams: look further out.
             largest = max(p.replicas for p in points)
             points += run(spread(largest + 1, largest * 2, MAX_STAGE_POINTS // 2))
-        missing = _between(points, targets)
-        if missing:
+        for _ in range(MAX_EXTENSIONS):
+            missing = _between(points, targets)
+            if not missing:
+                break
             points += run(missing)
     points.sort(key=lambda point: (point.replicas, point.queue_size))
     return CapacityPlan(

@@ -119,7 +119,8 @@ def answer_lines(plan: CapacityPlan) -> list[str]:
         ]
     point = answer.point
     return [
-        f"answer: {answer.replicas} replicas with queue size {answer.queue_size}",
+        f"answer: {answer.replicas} replica{'' if answer.replicas == 1 else 's'} "
+        f"with queue size {answer.queue_size}",
         f"  p99 {_ms(point.p99_ms)} ms (p50 {_ms(point.p50_ms)} ms), drop rate "
         f"{_percent(point.drop_rate)}, busiest replica's CPU "
         f"{point.utilisation_max:.0%}",

@@ -422,7 +422,7 @@ def test_plan_command_prints_a_table_and_draws_the_plot(
     out, err = capsys.readouterr()
     assert code == 0
     assert "<- answer" in out
-    assert "answer: 1 replicas with queue size 256" in out
+    assert "answer: 1 replica with queue size 256" in out
     assert "drop rate <= 0.100 %" in out
     assert "plot written to" in err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
