@@ -31,6 +31,8 @@ from ._workload import load_workload
 
 DEFAULT_PLOT = "reports/capacity-plan.png"
 REFERENCE = "reference-calibration.json"
+# What one core simulates per second with the CPU model, on the development machine.
+SIMULATED_DELIVERIES_PER_S = 300_000
 
 
 class Progress:
@@ -262,6 +264,12 @@ def _run_plan(args: argparse.Namespace) -> int:
     targets = Targets(p99_ms=args.p99_ms, max_drop_rate=args.max_drop_rate)
     workers = args.workers or os.cpu_count() or 1
     progress.say(f"workload: {describe_workload(workload)}")
+    deliveries = workload.peak_deliveries_per_s() * args.duration
+    progress.say(
+        f"each point simulates about {deliveries:,.0f} deliveries (roughly "
+        f"{deliveries / SIMULATED_DELIVERIES_PER_S:,.0f} s of one core); --duration "
+        "trades precision for time"
+    )
     started = time.monotonic()
 
     def stage(counts: list[int]) -> None:
