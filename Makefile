@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-thorough bench bench-deps lint format clean
+.PHONY: run test test-thorough bench bench-deps soak lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# Long Hypothesis runs: thousands of examples a property outlast the per-test
+# timeout of pyproject.toml, so it is raised to an hour here.
 test-thorough: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -q
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -q --timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
@@ -28,6 +30,11 @@ bench: $(STAMP)
 # nginx with nchan (the comparison), uvloop and py-spy; needs root for apt-get.
 bench-deps: $(STAMP)
 	tools/install-bench-deps.sh
+
+# Real hubs on RabbitMQ under load, churn and faults: 10 minutes, 60 s when CI is
+# set; SOAK_ARGS passes more flags (SOAK_ARGS='--duration 30m --clients 200').
+soak: $(STAMP)
+	$(BIN)/rcm-realtime soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -244,6 +244,13 @@ def _add_scenarios(
     add_scenarios_command(commands)
 
 
+def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The soak drives hub processes from outside; imported only by the command line.
+    from soak import add_soak_command
+
+    add_soak_command(commands)
+
+
 REGISTRARS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ] = [
@@ -255,6 +262,7 @@ REGISTRARS: list[
     add_catalog,
     add_load,
     _add_sim,
+    _add_soak,
     _add_capacity,
 ]
 

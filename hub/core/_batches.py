@@ -4,6 +4,11 @@ A bucket is ``(tenantId, tradingPartnerId, isa13)``. Each event that carries a b
 reference re-arms its bucket's deadline at ``arrival + quiet window``; a bucket whose
 deadline passes is completed and forgotten, so a later event opens a new one and the
 next completion counts only the events since the previous one.
+
+Whether a bucket completes depends on arrival times only, never on when the edge's
+timer happens to fire: an event that finds its bucket already past its deadline
+completes it first, and the next ``due`` announces it. Replicas whose timers run
+late therefore still announce the same completions, with the same ids.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class _Bucket:
     key: BucketKey
     event_count: int
     first_event_at: str
+    first_event_at_s: float
     last_event_at: str
     last_event_at_s: float
     last_event_id: str
@@ -63,6 +69,9 @@ class BatchSynthesizer:
         # current deadline; re-arming pushes a new entry and strands the old one.
         self._deadlines: list[tuple[float, BucketKey]] = []
         self._open_per_tenant: Counter[str] = Counter()
+        # Completions of buckets that went quiet before any tick saw it, with their
+        # deadlines; announced, oldest first, by the next ``due``.
+        self._overdue: list[tuple[float, Envelope]] = []
 
     def observe(self, envelope: Envelope, now: float) -> None:
         batch = envelope.batch
@@ -71,11 +80,16 @@ class BatchSynthesizer:
         key = (envelope.tenant_id, batch.trading_partner_id, batch.isa13)
         deadline = now + self.quiet_window_s
         bucket = self._buckets.get(key)
+        if bucket is not None and bucket.deadline <= now:
+            self._forget(bucket)
+            self._overdue.append((bucket.deadline, self._completion(bucket)))
+            bucket = None
         if bucket is None:
             self._buckets[key] = _Bucket(
                 key,
                 1,
                 envelope.occurred_at,
+                envelope.occurred_at_s,
                 envelope.occurred_at,
                 envelope.occurred_at_s,
                 envelope.id,
@@ -87,6 +101,9 @@ class BatchSynthesizer:
             bucket.last_event_id = envelope.id
             bucket.deadline = deadline
             # Arrival order can differ from occurredAt order; keep the true span.
+            if envelope.occurred_at_s < bucket.first_event_at_s:
+                bucket.first_event_at = envelope.occurred_at
+                bucket.first_event_at_s = envelope.occurred_at_s
             if envelope.occurred_at_s >= bucket.last_event_at_s:
                 bucket.last_event_at = envelope.occurred_at
                 bucket.last_event_at_s = envelope.occurred_at_s
@@ -94,21 +111,20 @@ class BatchSynthesizer:
 
     def due(self, now: float) -> list[Envelope]:
         """Complete every bucket whose deadline is at or before ``now``."""
-        completed: list[Envelope] = []
+        completed = [completion for _, completion in self._overdue]
+        self._overdue.clear()
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, key = heapq.heappop(self._deadlines)
             bucket = self._buckets.get(key)
             if bucket is None or bucket.deadline != deadline:
                 continue
-            del self._buckets[key]
-            tenant = key[0]
-            self._open_per_tenant[tenant] -= 1
-            if not self._open_per_tenant[tenant]:
-                del self._open_per_tenant[tenant]
+            self._forget(bucket)
             completed.append(self._completion(bucket))
         return completed
 
     def next_deadline(self) -> float | None:
+        if self._overdue:
+            return min(deadline for deadline, _ in self._overdue)
         while self._deadlines:
             deadline, key = self._deadlines[0]
             bucket = self._buckets.get(key)
@@ -125,6 +141,13 @@ class BatchSynthesizer:
 
     def open_count(self, tenant_id: str) -> int:
         return self._open_per_tenant.get(tenant_id, 0)
+
+    def _forget(self, bucket: _Bucket) -> None:
+        del self._buckets[bucket.key]
+        tenant = bucket.key[0]
+        self._open_per_tenant[tenant] -= 1
+        if not self._open_per_tenant[tenant]:
+            del self._open_per_tenant[tenant]
 
     def _completion(self, bucket: _Bucket) -> Envelope:
         tenant, partner, isa13 = bucket.key

@@ -10,9 +10,9 @@ from typing import Any
 
 from ._errors import CatalogError
 
-EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-PERMISSION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-ROLE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+\Z")
+PERMISSION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+\Z")
+ROLE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*\Z")
 SEVERITIES = ("silent", "info", "success", "warning", "error")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,11 +12,13 @@ from typing import Any
 from ._catalog import EVENT_TYPE_PATTERN, SEVERITIES, Catalog
 from ._errors import EnvelopeError
 
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-ISA13_PATTERN = re.compile(r"^[0-9]{9}$")
+# Every pattern ends in ``\Z``, not ``$``: ``$`` also matches before a final "\n",
+# which would let "acme\n" pass as a tenant and "e1\n" end an id line early.
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+ISA13_PATTERN = re.compile(r"^[0-9]{9}\Z")
 # Ids and partner ids travel in SSE fields and logs: printable ASCII only, so no CR,
 # LF or NUL can ever split a frame or a log line.
-TOKEN_TEXT_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+TOKEN_TEXT_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 MAX_MEMBERS = 1000
 ENVELOPE_KEYS = frozenset(
     {"id", "type", "tenantId", "occurredAt", "severity", "payload", "batch"}
@@ -61,9 +64,20 @@ class Envelope:
 
 
 def format_timestamp(epoch_s: float) -> str:
-    """RFC 3339 in UTC with milliseconds, as envelopes carry it."""
-    moment = datetime.fromtimestamp(epoch_s, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 in UTC with milliseconds, as envelopes carry it.
+
+    RFC 3339 has four-digit years only: a moment derived past either end (a batch
+    completion after an event stamped 9999-12-31T23:59:59Z) is pinned to that end.
+    """
+    try:
+        m = datetime.fromtimestamp(epoch_s, UTC)
+    except (ValueError, OverflowError, OSError):
+        m = datetime.max if epoch_s > 0 else datetime.min
+    # Spelled out rather than strftime("%Y"), which drops the zeros of years < 1000.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> float:
@@ -112,6 +126,15 @@ def envelope_from_json(
     if not isinstance(payload, dict):
         raise EnvelopeError(
             "required, and must be a JSON object", member=member, field="payload"
+        )
+    if not _all_numbers_finite(payload):
+        # Python's JSON reader turns NaN, Infinity and 1e400 into floats that no
+        # browser's JSON.parse would read back from the frame.
+        raise EnvelopeError(
+            "numbers must be finite (NaN, Infinity and overflowing numbers are not "
+            "JSON)",
+            member=member,
+            field="payload",
         )
 
     event_id = document.get("id")
@@ -218,6 +241,20 @@ def _batch_ref(raw: Any, member: int | None) -> BatchRef | None:
             field="batch.isa13",
         )
     return BatchRef(partner, isa13)
+
+
+def _all_numbers_finite(document: Any) -> bool:
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return False
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
 
 
 def _is_timestamp(text: str) -> bool:

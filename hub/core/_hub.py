@@ -341,10 +341,10 @@ class HubCore:
 
     def mark_written(self, subscriber: Subscriber, count: int) -> None:
         """The oldest ``count`` pending frames reached the connection: delivered."""
-        if subscriber.state is SubscriberState.CLOSED or count <= 0:
-            return
         queue = subscriber.queue
         count = min(count, len(queue))
+        if subscriber.state is SubscriberState.CLOSED or count <= 0:
+            return
         if count == len(queue):
             last = queue[-1]
             queue.clear()
