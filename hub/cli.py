@@ -213,6 +213,27 @@ def _run_sim(args: argparse.Namespace) -> int:
     return sim_main(args.argv)
 
 
+def _add_capacity(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    # The capacity tools sit above the hub, the simulator and the benchmarks, and own
+    # their flags; they are imported only when the command runs.
+    parser = commands.add_parser(
+        "capacity",
+        help="calibrate the hub's costs here, plan replicas for a workload",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=_run_capacity)
+
+
+def _run_capacity(args: argparse.Namespace) -> int:
+    from capacity._command import main as capacity_main
+
+    return capacity_main(args.argv)
+
+
 # Each command module adds its parser here; the list is the CLI's table of contents.
 def _add_scenarios(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -242,6 +263,7 @@ REGISTRARS: list[
     add_load,
     _add_sim,
     _add_soak,
+    _add_capacity,
 ]
 
 

@@ -468,6 +468,30 @@ def combined_faults(windows: list[FaultWindow]) -> Faults:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuModel:
+    """What a replica process's work costs on its one CPU (seconds of CPU each).
+
+    Leave the table out and replicas work for free: frames are written the instant
+    their event arrives. With it, each replica process serves its events one spell
+    at a time and events wait for the CPU; see ``sim._cpu``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    # Each frame queued for a subscriber (the write that follows is most of it).
+    per_delivery_s: NonNegative = 0.0
+    # Each event taken from the subscription (ingest, envelope, frame encoding).
+    per_event_s: NonNegative = 0.0
+    # Each stream opened (handshake, token check, subscriber).
+    per_connection_s: NonNegative = 0.0
+    # fixed: every unit of work costs exactly its figure; exponential: a draw of
+    # that mean (for comparing with queueing theory).
+    service: Literal["fixed", "exponential"] = "fixed"
+    # Events taken per spell; none: every event waiting, as the hub's consumer does.
+    max_batch: PositiveCount | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Checks:
     __pydantic_config__ = _STRICT
 
@@ -497,6 +521,8 @@ class WorldConfig:
     operations: tuple[Operation, ...] = ()
     faults: tuple[FaultWindow, ...] = ()
     checks: Checks = field(default_factory=Checks)
+    # None: replicas do their work in no time.
+    cpu: CpuModel | None = None
 
     @property
     def settle(self) -> float:

@@ -29,6 +29,7 @@ from hub.core import (
 )
 
 from ._bus import SimSubscription
+from ._cpu import ReplicaCpu
 from ._log import log_event
 from ._random import stream
 from ._sched import call_at, call_later, do_later
@@ -104,6 +105,7 @@ class Generation:
         "alive",
         "closed_at",
         "core",
+        "cpu",
         "dirty",
         "final_series",
         "latency",
@@ -130,8 +132,16 @@ class Generation:
         )
         self.core.on_batch_completed = self._completed
         self.latency = LatencyHistogram()
+        cpu_model = world.config.cpu
+        self.cpu: ReplicaCpu | None = (
+            None
+            if cpu_model is None
+            else ReplicaCpu(self, cpu_model, stream(world.config.seed, f"cpu/{prefix}"))
+        )
         self.subscription: SimSubscription = world.bus.subscribe(
-            replica.name, self._consume, stream(world.config.seed, f"bus/{prefix}")
+            replica.name,
+            self._consume if self.cpu is None else self.cpu.arrive,
+            stream(world.config.seed, f"bus/{prefix}"),
         )
         # Streams whose subscriber woke (queue turned non-empty, state changed).
         self.dirty: list[Connection] = []
@@ -149,16 +159,30 @@ class Generation:
     def _consume(self, batch: list[Envelope]) -> None:
         if not self.alive:
             return
+        self.dispatch(batch)
+        self.settle()
+
+    def dispatch(self, batch: list[Envelope]) -> list[int]:
+        """Hand ``batch`` to the core; the frames each event queued, in order. The
+        streams are written by the next ``settle``."""
         core = self.core
         dispatch = core.dispatch
         counters = core.counters
         dispatched_at = self.replica.batch_dispatched
         now = self.world.env.now
         needs_tick = False
+        queued: list[int] = []
         for envelope in batch:
             tally = counters(envelope.tenant_id)
             overflowing = tally.dropped_backpressure
+            before = tally.fanout - tally.dropped_permission - overflowing
             dispatch(envelope)
+            queued.append(
+                tally.fanout
+                - tally.dropped_permission
+                - tally.dropped_backpressure
+                - before
+            )
             ref = envelope.batch
             if ref is not None:
                 needs_tick = True
@@ -170,7 +194,7 @@ class Generation:
                 needs_tick = True
         if needs_tick:
             self.tick()
-        self.settle()
+        return queued
 
     # -- time ------------------------------------------------------------------------
 
@@ -208,10 +232,21 @@ class Generation:
         self, principal: Principal, last_event_id: str | None = None
     ) -> Subscriber:
         """Open a stream (``StreamLimitError`` when a cap is reached)."""
-        return self.core.subscribe(principal, last_event_id=last_event_id)
+        subscriber = self.core.subscribe(principal, last_event_id=last_event_id)
+        if self.cpu is not None:
+            self.cpu.charge_connection()
+        return subscriber
+
+    def backlog(self) -> int:
+        """Events delivered by the bus and not yet dispatched."""
+        waiting = len(self.cpu.waiting) if self.cpu is not None else 0
+        return self.subscription.backlog() + waiting
 
     def settle(self) -> None:
-        """After any call into the core: write the streams it woke."""
+        """After any call into the core: write the streams it woke (once the CPU,
+        when the world models one, is done with its spell)."""
+        if self.cpu is not None and self.cpu.busy:
+            return
         if self.dirty and not self._flush_armed:
             if self._read_delay > 0:
                 self._flush_armed = True
@@ -225,6 +260,9 @@ class Generation:
 
     def _flush(self, _: object) -> None:
         self._flush_armed = False
+        if self.cpu is not None and self.cpu.busy:
+            # The spell's end settles again and arms a new read.
+            return
         write_streams(self, self.world.start_epoch + self.world.env.now)
         if self.replica.phase is ReplicaPhase.CLOSING and self.replica.current is self:
             self.replica.maybe_finish_close()

@@ -547,7 +547,7 @@ class World:
             add("rcm_realtime_batches_open", t.batches_open, tenant)
         for tenant, t in tenants:
             add("rcm_realtime_batches_completed_total", t.batches_completed, tenant)
-        add("rcm_realtime_bus_backlog", generation.subscription.backlog())
+        add("rcm_realtime_bus_backlog", generation.backlog())
         histogram = generation.latency
         for bound, count in histogram.cumulative():
             add("rcm_realtime_delivery_latency_seconds_bucket", count, le=bound)
