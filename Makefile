@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-thorough bench bench-deps lint format clean
+.PHONY: run test test-thorough bench bench-deps soak lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rcm-realtime scenarios run --target hub
+	$(BIN)/rcm-realtime scenarios run --target both
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -30,6 +30,11 @@ bench: $(STAMP)
 # nginx with nchan (the comparison), uvloop and py-spy; needs root for apt-get.
 bench-deps: $(STAMP)
 	tools/install-bench-deps.sh
+
+# Real hubs on RabbitMQ under load, churn and faults: 10 minutes, 60 s when CI is
+# set; SOAK_ARGS passes more flags (SOAK_ARGS='--duration 30m --clients 200').
+soak: $(STAMP)
+	$(BIN)/rcm-realtime soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -36,11 +36,8 @@ from sim import (
     parse_distribution,
 )
 
-try:
-    # The benchmark harness records every module's figures of one run together.
-    from ._harness import write_result
-except ImportError:
-    write_result = None
+# The benchmark harness records every module's figures of one run together.
+from ._harness import write_result
 
 DURATION_ENV = "RCM_SIM_SPEED_DURATION_S"
 QUICK_ENV = "RCM_BENCH_QUICK"
@@ -251,8 +248,7 @@ def measure(duration_s: float) -> dict[str, object]:
             "core_over_simulator_wall": round(wall_ratio, 2),
         },
     }
-    if write_result is not None:
-        write_result("sim_speed", document)
+    write_result("sim_speed", document)
     return document
 
 

@@ -515,16 +515,22 @@ class Replica:
                 return
             woken.set()
             # An evicted stream is usually stuck in a write to a client that stopped
-            # reading; only aborting the socket releases it.
-            if subscriber.state is SubscriberState.CLOSED and transport is not None:
-                if subscriber.disconnect_reason is DisconnectReason.EVICTED:
-                    log_event(
-                        logging.INFO,
-                        "subscriber_evicted",
-                        tenant=subscriber.tenant_id,
-                        subscriber=subscriber.id,
-                        replica=self.replica_id,
-                    )
+            # reading; only aborting the socket releases it. A stream that ended
+            # any other way is closed after its last bytes: aborting it would throw
+            # away frames counted delivered, and its farewell, still buffered for
+            # a client that is behind on reading.
+            if (
+                subscriber.state is SubscriberState.CLOSED
+                and subscriber.disconnect_reason is DisconnectReason.EVICTED
+                and transport is not None
+            ):
+                log_event(
+                    logging.INFO,
+                    "subscriber_evicted",
+                    tenant=subscriber.tenant_id,
+                    subscriber=subscriber.id,
+                    replica=self.replica_id,
+                )
                 transport.abort()
 
         subscriber.wake = wake
@@ -574,6 +580,10 @@ class Replica:
                     continue
                 if subscriber.state is SubscriberState.CLOSING:
                     assert subscriber.farewell is not None
+                    # The connection closes once the farewell is out, so the
+                    # client's reconnect opens a new one (which a load balancer
+                    # may send elsewhere).
+                    response.force_close()
                     await response.write(subscriber.farewell)
                     await response.write_eof()
                     return

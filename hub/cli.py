@@ -213,6 +213,27 @@ def _run_sim(args: argparse.Namespace) -> int:
     return sim_main(args.argv)
 
 
+def _add_capacity(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    # The capacity tools sit above the hub, the simulator and the benchmarks, and own
+    # their flags; they are imported only when the command runs.
+    parser = commands.add_parser(
+        "capacity",
+        help="calibrate the hub's costs here, plan replicas for a workload",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=_run_capacity)
+
+
+def _run_capacity(args: argparse.Namespace) -> int:
+    from capacity._command import main as capacity_main
+
+    return capacity_main(args.argv)
+
+
 # Each command module adds its parser here; the list is the CLI's table of contents.
 def _add_scenarios(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -221,6 +242,13 @@ def _add_scenarios(
     from scenarios._runner import add_scenarios_command
 
     add_scenarios_command(commands)
+
+
+def _add_soak(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The soak drives hub processes from outside; imported only by the command line.
+    from soak import add_soak_command
+
+    add_soak_command(commands)
 
 
 REGISTRARS: list[
@@ -234,6 +262,8 @@ REGISTRARS: list[
     add_catalog,
     add_load,
     _add_sim,
+    _add_soak,
+    _add_capacity,
 ]
 
 

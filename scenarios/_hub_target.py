@@ -40,7 +40,6 @@ from ._model import Action, Behaviour, Scenario, Step, SubscriberGroup
 from ._result import (
     COUNTER_SUFFIXES,
     ClientRecord,
-    InterchangeRecord,
     RunResult,
     Sample,
     SeriesKey,
@@ -48,6 +47,7 @@ from ._result import (
     label_set,
 )
 from ._schedule import Schedule, ScheduledEvent, build_schedule
+from ._truth import CatalogHistory, HubMade, client_record, interchange_records
 
 log = logging.getLogger("scenarios")
 
@@ -110,8 +110,8 @@ class HubRun:
         self.secret = secrets.token_urlsafe(32)
         self.metrics_bearer = secrets.token_urlsafe(16)
         self.catalog: Catalog = load_catalog()
-        # (scenario time, row) of catalog rows deployed during the run.
-        self.catalog_changes: list[tuple[float, CatalogRow]] = []
+        # Catalog rows deployed during the run, at their scenario times.
+        self.history = CatalogHistory()
         self.slots = [
             _Slot(n, f"{scenario.name}-r{n}") for n in range(1, scenario.replicas + 1)
         ]
@@ -311,7 +311,7 @@ class HubRun:
                 step.label or step.event_type,
             )
             self.catalog = self.catalog.with_row(row)
-            self.catalog_changes.append((self.now_s(), row))
+            self.history.deploy(self.now_s(), row)
             for slot in self.live_slots():
                 assert slot.replica is not None
                 slot.replica.core.catalog = self.catalog
@@ -405,7 +405,7 @@ class HubRun:
             target="hub",
             samples=self.samples,
             clients=[c.record(self) for c in self.clients],
-            interchanges=self._interchange_truth(),
+            interchanges=interchange_records(self.schedule, self.completions.values()),
             wall_s=time.monotonic() - wall_start,
             operations=self.operations,
             ledger_violations=self.ledger_violations,
@@ -419,34 +419,6 @@ class HubRun:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(self.scaled(2 * SAMPLE_EVERY_S))
-
-    def _interchange_truth(self) -> list[InterchangeRecord]:
-        records = {
-            (i.tenant, i.trading_partner, i.isa13): InterchangeRecord(
-                i.tenant, i.trading_partner, i.isa13, i.last_event_s
-            )
-            for i in self.schedule.interchanges
-        }
-        for at_s, tenant, partner, isa13 in sorted(self.completions.values()):
-            record = records.get((tenant, partner, isa13))
-            if record is not None:
-                record.completions.append(at_s)
-        return list(records.values())
-
-    def permission_at(self, event_type: str, at_s: float) -> str | None:
-        """The permission an event type needed when it was published: the latest
-        row deployed by then, else the shipped catalog's row."""
-        permission = None
-        row = _SHIPPED_CATALOG.row(event_type)
-        if row is not None:
-            permission = row.required_permission
-        for changed_at, deployed in self.catalog_changes:
-            if changed_at <= at_s and deployed.type == event_type:
-                permission = deployed.required_permission
-        return permission
-
-
-_SHIPPED_CATALOG = load_catalog()
 
 
 class _Client:
@@ -579,43 +551,21 @@ class _Client:
                 await asyncio.sleep(len(events) / pace)
 
     def record(self, run: HubRun) -> ClientRecord:
-        first = self.connect_times[0] if self.connect_times else None
-        mine = self.group.tenant
-        expected: set[str] = set()
-        allowed: set[str] = set()
-        for event in run.schedule.events:
-            if event.tenant != mine:
-                continue
-            permission = run.permission_at(event.type, event.at_s)
-            if permission is None or permission not in self.scopes:
-                continue
-            allowed.add(event.event_id)
-            if first is not None and event.at_s >= first:
-                expected.add(event.event_id)
-        # Events the hub made during the run: recorded failures and synthesized
-        # completions, both behind batches.read.
-        if "batches.read" in self.scopes:
-            failures = {i for i, tenant in run.failures.items() if tenant == mine}
-            allowed |= failures
-            if first is not None:
-                expected |= failures
-            allowed |= {
-                i for i, (_, tenant, _, _) in run.completions.items() if tenant == mine
-            }
-        received = set(self.received)
-        return ClientRecord(
+        return client_record(
             name=self.name,
-            group=self.group.name,
-            tenant=mine,
-            behaviour=self.group.behaviour.value,
-            expected=len(expected),
-            received=sum(self.received.values()),
-            missed=len(expected - received),
-            leaked=len(received - allowed),
-            duplicates=sum(count - 1 for count in self.received.values()),
+            group=self.group,
+            schedule=run.schedule,
+            history=run.history,
+            made=HubMade(
+                failures=run.failures,
+                completions={
+                    i: tenant for i, (_, tenant, _, _) in run.completions.items()
+                },
+            ),
+            received=self.received,
+            connect_times=self.connect_times,
             shutdown_frames=self.shutdown_frames,
             reload_notices=self.reload_notices,
-            connect_times=self.connect_times,
         )
 
 

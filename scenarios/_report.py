@@ -70,10 +70,15 @@ def terminal_table(outcome: ScenarioOutcome) -> str:
             f"   fidelity: {len(outcome.fidelity) - len(off)}/{len(outcome.fidelity)} "
             "counters agree within tolerance"
         )
-        for row in off:
-            labels = ",".join(f"{k}={v}" for k, v in row.labels)
+        names = [
+            f"{row.metric}{{{','.join(f'{k}={v}' for k, v in row.labels)}}}"
+            for row in outcome.fidelity
+        ]
+        width = max((len(name) for name in names), default=10)
+        for row, name in zip(outcome.fidelity, names, strict=True):
+            mark = "pass" if row.within else "FAIL"
             lines.append(
-                f"   FAIL  {row.metric}{{{labels}}}  sim {row.sim:g}  hub {row.hub:g}"
+                f"   {mark}  {name:<{width}}  sim {row.sim:>9g}  hub {row.hub:>9g}"
             )
     return "\n".join(lines)
 

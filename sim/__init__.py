@@ -15,6 +15,7 @@ from ._config import (
     Checks,
     ClientMix,
     Clients,
+    CpuModel,
     DeployNewType,
     Emitter,
     FaultWindow,
@@ -30,6 +31,13 @@ from ._config import (
     combined_faults,
     load_world,
     world_from_mapping,
+)
+from ._cpu import (
+    CpuRecords,
+    CpuStatistics,
+    ReplicaCpu,
+    spread_latencies,
+    weighted_quantile,
 )
 from ._population import ClientKind
 from ._random import Distribution, parse_distribution
@@ -56,6 +64,9 @@ __all__ = [
     "ClientMix",
     "ClientTruth",
     "Clients",
+    "CpuModel",
+    "CpuRecords",
+    "CpuStatistics",
     "DeployNewType",
     "Distribution",
     "Emitter",
@@ -66,6 +77,7 @@ __all__ = [
     "LedgerViolation",
     "Operation",
     "Progress",
+    "ReplicaCpu",
     "RollingDeploy",
     "SeriesRecord",
     "SimClock",
@@ -81,5 +93,7 @@ __all__ = [
     "load_world",
     "parse_distribution",
     "run_world",
+    "spread_latencies",
+    "weighted_quantile",
     "world_from_mapping",
 ]

@@ -32,7 +32,7 @@ from hub.core import (
 from ._population import ClientKind, ClientSpec
 from ._replica import Generation, LatencyHistogram, SimReplica
 from ._sched import call_later
-from ._streams import Connection, Mode, retry_of
+from ._streams import RESPONSE_HEAD_BYTES, Connection, Mode, retry_of
 
 if TYPE_CHECKING:
     from ._world import World
@@ -58,6 +58,7 @@ class SimClient:
         "connections",
         "connects",
         "current",
+        "dark_at",
         "dark_spells",
         "duplicates",
         "farewells",
@@ -70,6 +71,8 @@ class SimClient:
         "last_event_id",
         "last_replica",
         "lost_in_socket",
+        "per_frame",
+        "reads",
         "refused",
         "reload_notices",
         "retry_ms",
@@ -81,6 +84,7 @@ class SimClient:
         "spec",
         "state",
         "streams_ended",
+        "turn",
         "wanted_since",
         "wanted_until",
         "world",
@@ -126,6 +130,15 @@ class SimClient:
         # From its first connection until the end of the run (or its leaving).
         self.wanted_since: float | None = None
         self.wanted_until: float | None = None
+        # With the client's own dark clock: when it next goes dark.
+        self.dark_at: float | None = None
+        # With ``record_reads``: how many times it read each event id.
+        self.reads: Counter[str] | None = Counter() if settings.record_reads else None
+        # Where a client that walks the replicas itself tries next.
+        self.turn = spec.position
+        # Its streams are written frame by frame (no fast path): it counts every
+        # id it reads.
+        self.per_frame = settings.record_reads
 
     # -- connecting ------------------------------------------------------------------
 
@@ -134,6 +147,8 @@ class SimClient:
 
     def _begin(self) -> None:
         self.wanted_since = self.world.env.now
+        if self.settings.dark_clock == "client":
+            self.dark_at = self.wanted_since + self._dark_after()
         truth = self.world.truth
         self.first_seq = truth.next_seq
         self.high_seq = truth.next_seq - 1
@@ -145,8 +160,13 @@ class SimClient:
     def connect(self) -> None:
         if self.state in (ClientState.GONE, ClientState.CONNECTED):
             return
-        avoid = self.last_replica if self.settings.reconnect_elsewhere else None
-        replica = self.world.balancer.choose(avoid, pinned=self.spec.replica)
+        balancer = self.world.balancer
+        if balancer.rotating and self.spec.replica is None:
+            replica = balancer.in_turn(self.turn)
+            self.turn += 1
+        else:
+            avoid = self.last_replica if self.settings.reconnect_elsewhere else None
+            replica = balancer.choose(avoid, pinned=self.spec.replica)
         if replica is None or replica.current is None:
             # Refused (no ready replica): the browser tries again after retry.
             self.refused += 1
@@ -166,18 +186,26 @@ class SimClient:
             self._reconnect_later()
             return
         connection = Connection(self, generation, subscriber)
-        connection.watch(reader=self.kind is ClientKind.SLOW)
-        self._read_retry(
-            ready_frame(
-                subscriber_id=subscriber.id,
-                replica_id=replica.name,
-                tenant_id=principal.tenant_id,
-                retry_ms=generation.core.settings.retry_ms,
-            )
+        # A slow reader reads through its socket when the socket has a byte size;
+        # otherwise it takes frames straight from its queue.
+        through_socket = (
+            self.kind is ClientKind.SLOW and self.settings.socket_buffer_bytes
         )
+        if through_socket:
+            connection.mode = Mode.SLOW
+        connection.watch(reader=self.kind is ClientKind.SLOW and not through_socket)
+        ready = ready_frame(
+            subscriber_id=subscriber.id,
+            replica_id=replica.name,
+            tenant_id=principal.tenant_id,
+            retry_ms=generation.core.settings.retry_ms,
+        )
+        self._read_retry(ready)
+        connection.since_drain = RESPONSE_HEAD_BYTES + len(ready)
         if subscriber.notice is not None:
             # The hub no longer holds what this client missed: it must reload.
             self.reload_notices += 1
+            connection.since_drain += len(subscriber.notice)
         self.current = connection
         self.state = ClientState.CONNECTED
         self.last_replica = replica.name
@@ -187,21 +215,22 @@ class SimClient:
         kind = self.kind
         if kind is ClientKind.SLOW:
             settings = self.settings
+            rate = self.spec.read_rate_per_s or settings.slow_drain_rate_per_s
+            exponential = settings.slow_drain == "exponential"
             world.env.process(
-                connection.read_slowly(
-                    self.rng,
-                    self.spec.read_rate_per_s or settings.slow_drain_rate_per_s,
-                    settings.slow_drain == "exponential",
-                )
+                connection.read_socket_slowly(self.rng, rate, exponential)
+                if through_socket
+                else connection.read_slowly(self.rng, rate, exponential)
             )
         elif kind is ClientKind.FLAPPING:
             self._next_dark(connection)
         elif kind is ClientKind.HALF_OPEN:
-            delay = (self.spec.dark_after or self.settings.half_open_after).sample(
-                self.rng
+            call_later(
+                world.env,
+                self._dark_delay(),
+                lambda _: self._go_half_open(connection),
             )
-            call_later(world.env, delay, lambda _: self._go_half_open(connection))
-        if subscriber.queue and kind is not ClientKind.SLOW:
+        if subscriber.queue and (kind is not ClientKind.SLOW or through_socket):
             # Replayed frames were queued before this edge could be woken.
             connection.poke()
 
@@ -275,7 +304,10 @@ class SimClient:
         got = duplicates = completions = written = 0
         lag_total = 0.0
         lag_max = self.lag_max
+        reads = self.reads
         for frame in frames:
+            if reads is not None:
+                reads[frame.envelope.id] += 1
             lag = at - frame.occurred_at_s
             if lag < 0:
                 lag = 0.0
@@ -311,6 +343,21 @@ class SimClient:
         observed their latency when it wrote them); True when one was new."""
         return self.take(frames, at, None)
 
+    def socket_drained(self, connection: Connection) -> None:
+        """A slow reader read the last frame its socket held after the hub had
+        ended the stream: next comes the farewell, or the end of the connection."""
+        self._detach(connection)
+        if connection.farewell is not None:
+            self.farewells += 1
+            self._read_retry(connection.farewell_frame)
+            if (
+                connection.farewell is DisconnectReason.ADMIN
+                and not self.settings.reconnect_after_admin
+            ):
+                self._leave()
+                return
+        self._reconnect_later()
+
     def _leave(self) -> None:
         """Ejected by an admin and told not to come back."""
         self.state = ClientState.GONE
@@ -321,9 +368,25 @@ class SimClient:
 
     # -- flapping --------------------------------------------------------------------
 
+    def _dark_after(self) -> float:
+        """A draw of the connected time before the next dark spell."""
+        default = (
+            self.settings.half_open_after
+            if self.kind is ClientKind.HALF_OPEN
+            else self.settings.flap_every
+        )
+        return (self.spec.dark_after or default).sample(self.rng)
+
+    def _dark_delay(self) -> float:
+        """How long the connection opening now stays lit."""
+        if self.dark_at is None:
+            return self._dark_after()
+        return max(0.0, self.dark_at - self.world.env.now)
+
     def _next_dark(self, connection: Connection) -> None:
-        delay = (self.spec.dark_after or self.settings.flap_every).sample(self.rng)
-        call_later(self.world.env, delay, lambda _: self._go_dark(connection))
+        call_later(
+            self.world.env, self._dark_delay(), lambda _: self._go_dark(connection)
+        )
 
     def _go_dark(self, connection: Connection) -> None:
         if self.current is not connection or connection.mode is not Mode.LIVE:
@@ -341,6 +404,17 @@ class SimClient:
         at = world.start_epoch + world.env.now
         connection.mode = Mode.LIVE
         frames, connection.socket = connection.socket, []
+        connection.socket_bytes = 0
+        if self.dark_at is not None:
+            self.dark_at = world.env.now + self._dark_after()
+        drops = self.settings.flap_drops_socket
+        if connection.ended and drops:
+            # The stream ended while dark; the client drops its socket unread,
+            # farewell and all, and reconnects on what it had read before.
+            self.lost_in_socket += len(frames)
+            self._detach(connection)
+            self._reconnect_later()
+            return
         if connection.ended:
             if connection.farewell is not None:
                 # The farewell was waiting in the socket behind the frames.
@@ -360,7 +434,7 @@ class SimClient:
                 self._detach(connection)
             self._reconnect_later()
             return
-        if self.settings.flap_drops_socket:
+        if drops:
             # The client gives up on the stream: what its socket held is gone, and
             # the hub learns of it the next time it writes.
             self.lost_in_socket += len(frames)

@@ -184,7 +184,13 @@ class Topology:
     )
     max_roles_per_user: PositiveCount = 2
     trading_partners: PositiveCount = 4
-    balancer: Literal["random", "round_robin", "least_connections"] = "random"
+    # How a stream finds its replica. ``client_rotation`` has no balancer: each
+    # client walks the replicas in order, starting at its place in its group, one
+    # step per connection attempt (a ready replica or not), as a client that holds
+    # the list of replica addresses does.
+    balancer: Literal[
+        "random", "round_robin", "least_connections", "client_rotation"
+    ] = "random"
     # The first connections spread evenly over this many seconds from the start.
     connect_over_s: NonNegative = 1.0
     # Explicit groups of streams, besides the ``subscribers`` drawn above; their
@@ -235,6 +241,17 @@ class Clients:
     # Frames the network and kernel buffers absorb before writes to a stream that
     # is not being read stall.
     socket_buffer_frames: Count = 32
+    # The same allowance in bytes instead, a frame taken only when it fits whole:
+    # closer to real sockets when frame sizes vary. With it, slow readers read
+    # through their socket too, so what sits there counts as delivered, as it does
+    # on a real hub.
+    socket_buffer_bytes: PositiveCount | None = None
+    # With a byte-sized socket: once the socket is full, the hub's writer keeps
+    # writing into its own buffer and waits for that to drain only when this many
+    # bytes went there since its last wait (aiohttp waits every 64 KiB); the
+    # waiting frame stays queued until the socket has room. A stream that stops
+    # reading then takes both allowances.
+    write_drain_bytes: PositiveCount | None = None
     # Half-open clients: time until the connection dies without a FIN, and the time
     # until the user is back and reloads (never when absent).
     half_open_after: Dist = field(default_factory=lambda: exponential(900.0))
@@ -248,6 +265,14 @@ class Clients:
     # Reconnects send the id of the last event read, as EventSource does, so the
     # hub can replay what was missed; a reload after a half-open spell does not.
     send_last_event_id: bool = True
+    # Flapping and half-open clients count the connected time before going dark
+    # from each connection's start (``connection``), or (``client``) from their
+    # first connection and then from the end of their last dark spell, whatever
+    # reconnects came in between: a client that keeps one clock of its own.
+    dark_clock: Literal["connection", "client"] = "connection"
+    # Each client keeps how many times it read each event id, for callers that
+    # judge every event (slower: every frame is counted one by one).
+    record_reads: bool = False
 
 
 FAMILIES = ("claims", "denials", "remittance", "authorizations")
@@ -337,6 +362,10 @@ class RollingDeploy:
     # From a replica closing to its new process being ready.
     restart_s: NonNegative = 5.0
     replicas: tuple[ReplicaName, ...] = ()
+    # Count interval_s from the previous replica's new process being ready
+    # rather than from its closing: a deploy tool that waits for each replica to
+    # be back (a slow close then delays every later step).
+    wait_for_restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +468,30 @@ def combined_faults(windows: list[FaultWindow]) -> Faults:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuModel:
+    """What a replica process's work costs on its one CPU (seconds of CPU each).
+
+    Leave the table out and replicas work for free: frames are written the instant
+    their event arrives. With it, each replica process serves its events one spell
+    at a time and events wait for the CPU; see ``sim._cpu``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    # Each frame queued for a subscriber (the write that follows is most of it).
+    per_delivery_s: NonNegative = 0.0
+    # Each event taken from the subscription (ingest, envelope, frame encoding).
+    per_event_s: NonNegative = 0.0
+    # Each stream opened (handshake, token check, subscriber).
+    per_connection_s: NonNegative = 0.0
+    # fixed: every unit of work costs exactly its figure; exponential: a draw of
+    # that mean (for comparing with queueing theory).
+    service: Literal["fixed", "exponential"] = "fixed"
+    # Events taken per spell; none: every event waiting, as the hub's consumer does.
+    max_batch: PositiveCount | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Checks:
     __pydantic_config__ = _STRICT
 
@@ -468,6 +521,8 @@ class WorldConfig:
     operations: tuple[Operation, ...] = ()
     faults: tuple[FaultWindow, ...] = ()
     checks: Checks = field(default_factory=Checks)
+    # None: replicas do their work in no time.
+    cpu: CpuModel | None = None
 
     @property
     def settle(self) -> float:

@@ -69,6 +69,9 @@ class ClientSpec:
     read_rate_per_s: float | None = None
     dark_after: Distribution | None = None
     dark_for: Distribution | None = None
+    # Its place in its group (or in its tenant's drawn streams): where a client
+    # that walks the replicas itself starts.
+    position: int = 0
 
     @property
     def tenant(self) -> str:
@@ -145,7 +148,9 @@ def build_population(world: WorldConfig, catalog: Catalog) -> Population:
             kind = rng.choices(kinds, kind_weights)[0]
             connect_at = rng.uniform(0.0, topology.connect_over_s)
             clients.append(
-                ClientSpec(f"c{len(clients) + 1:06d}", user, kind, connect_at)
+                ClientSpec(
+                    f"c{len(clients) + 1:06d}", user, kind, connect_at, position=index
+                )
             )
     for group in topology.groups:
         scopes = catalog.scopes_for_roles(group.roles) | frozenset(group.scopes)
@@ -172,6 +177,7 @@ def build_population(world: WorldConfig, catalog: Catalog) -> Population:
                     read_rate_per_s=group.read_rate_per_s,
                     dark_after=group.dark_after,
                     dark_for=group.dark_for,
+                    position=index,
                 )
             )
     return Population(tuple(tenants), tuple(users), tuple(partners), tuple(clients))

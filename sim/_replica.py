@@ -29,6 +29,7 @@ from hub.core import (
 )
 
 from ._bus import SimSubscription
+from ._cpu import ReplicaCpu
 from ._log import log_event
 from ._random import stream
 from ._sched import call_at, call_later, do_later
@@ -104,6 +105,7 @@ class Generation:
         "alive",
         "closed_at",
         "core",
+        "cpu",
         "dirty",
         "final_series",
         "latency",
@@ -130,8 +132,16 @@ class Generation:
         )
         self.core.on_batch_completed = self._completed
         self.latency = LatencyHistogram()
+        cpu_model = world.config.cpu
+        self.cpu: ReplicaCpu | None = (
+            None
+            if cpu_model is None
+            else ReplicaCpu(self, cpu_model, stream(world.config.seed, f"cpu/{prefix}"))
+        )
         self.subscription: SimSubscription = world.bus.subscribe(
-            replica.name, self._consume, stream(world.config.seed, f"bus/{prefix}")
+            replica.name,
+            self._consume if self.cpu is None else self.cpu.arrive,
+            stream(world.config.seed, f"bus/{prefix}"),
         )
         # Streams whose subscriber woke (queue turned non-empty, state changed).
         self.dirty: list[Connection] = []
@@ -149,16 +159,30 @@ class Generation:
     def _consume(self, batch: list[Envelope]) -> None:
         if not self.alive:
             return
+        self.dispatch(batch)
+        self.settle()
+
+    def dispatch(self, batch: list[Envelope]) -> list[int]:
+        """Hand ``batch`` to the core; the frames each event queued, in order. The
+        streams are written by the next ``settle``."""
         core = self.core
         dispatch = core.dispatch
         counters = core.counters
         dispatched_at = self.replica.batch_dispatched
         now = self.world.env.now
         needs_tick = False
+        queued: list[int] = []
         for envelope in batch:
             tally = counters(envelope.tenant_id)
             overflowing = tally.dropped_backpressure
+            before = tally.fanout - tally.dropped_permission - overflowing
             dispatch(envelope)
+            queued.append(
+                tally.fanout
+                - tally.dropped_permission
+                - tally.dropped_backpressure
+                - before
+            )
             ref = envelope.batch
             if ref is not None:
                 needs_tick = True
@@ -170,7 +194,7 @@ class Generation:
                 needs_tick = True
         if needs_tick:
             self.tick()
-        self.settle()
+        return queued
 
     # -- time ------------------------------------------------------------------------
 
@@ -208,10 +232,21 @@ class Generation:
         self, principal: Principal, last_event_id: str | None = None
     ) -> Subscriber:
         """Open a stream (``StreamLimitError`` when a cap is reached)."""
-        return self.core.subscribe(principal, last_event_id=last_event_id)
+        subscriber = self.core.subscribe(principal, last_event_id=last_event_id)
+        if self.cpu is not None:
+            self.cpu.charge_connection()
+        return subscriber
+
+    def backlog(self) -> int:
+        """Events delivered by the bus and not yet dispatched."""
+        waiting = len(self.cpu.waiting) if self.cpu is not None else 0
+        return self.subscription.backlog() + waiting
 
     def settle(self) -> None:
-        """After any call into the core: write the streams it woke."""
+        """After any call into the core: write the streams it woke (once the CPU,
+        when the world models one, is done with its spell)."""
+        if self.cpu is not None and self.cpu.busy:
+            return
         if self.dirty and not self._flush_armed:
             if self._read_delay > 0:
                 self._flush_armed = True
@@ -225,6 +260,9 @@ class Generation:
 
     def _flush(self, _: object) -> None:
         self._flush_armed = False
+        if self.cpu is not None and self.cpu.busy:
+            # The spell's end settles again and arms a new read.
+            return
         write_streams(self, self.world.start_epoch + self.world.env.now)
         if self.replica.phase is ReplicaPhase.CLOSING and self.replica.current is self:
             self.replica.maybe_finish_close()
@@ -268,6 +306,8 @@ class SimReplica:
         self.batch_dispatched: dict[BucketKey, float] = {}
         self._close_done: Callable[[], None] | None = None
         self._restart_s: float | None = None
+        # Called once the process that replaces a closing one has started.
+        self._on_restart: Callable[[], object] | None = None
 
     @property
     def ready(self) -> bool:
@@ -297,14 +337,20 @@ class SimReplica:
         )
         return generation
 
-    def close(self, restart_after_s: float | None) -> None:
+    def close(
+        self,
+        restart_after_s: float | None,
+        on_restart: Callable[[], object] | None = None,
+    ) -> bool:
         """Graceful close: farewell to every stream, drain for the grace period,
-        abort the rest, end; start a new process ``restart_after_s`` later."""
+        abort the rest, end; start a new process ``restart_after_s`` later and
+        then call ``on_restart``. False when there was no ready process to close."""
         current = self.current
         if current is None or self.phase is not ReplicaPhase.READY:
-            return
+            return False
         self.phase = ReplicaPhase.CLOSING
         self._restart_s = restart_after_s
+        self._on_restart = on_restart
         streams = len(current.core.subscribers())
         log_event(
             logging.INFO,
@@ -319,6 +365,7 @@ class SimReplica:
         grace = self.world.config.hub.shutdown_grace_s
         call_later(self.world.env, grace, lambda _: self._abort(current))
         self.maybe_finish_close()
+        return True
 
     def maybe_finish_close(self) -> None:
         """The process may end early once every stream has taken its farewell."""
@@ -357,4 +404,12 @@ class SimReplica:
         )
         restart = self._restart_s
         if restart is not None:
-            do_later(self.world.env, restart, self.start)
+            do_later(self.world.env, restart, self._restart)
+        elif self._on_restart is not None:
+            self._on_restart()
+
+    def _restart(self) -> None:
+        self.start()
+        then, self._on_restart = self._on_restart, None
+        if then is not None:
+            then()

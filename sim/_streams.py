@@ -9,7 +9,12 @@ side of the connection (its mode):
 - ``DARK``: the client's network is dark: the socket absorbs a few frames, then
   writes stall and the queue fills (backpressure, then eviction);
 - ``DEAD``: the client is gone without a FIN (half-open): the same, but whatever
-  the socket absorbs is lost.
+  the socket absorbs is lost;
+- ``SLOW``: the client reads its socket at its own pace; the socket absorbs what
+  it has not read yet, as much as fits, then writes stall.
+
+The socket's allowance is ``socket_buffer_frames`` frames or, when set,
+``socket_buffer_bytes`` bytes (a frame is taken when it fits whole).
 
 The common case (a live reader with one frame waiting) is written inline by
 ``write_streams``, with the per-frame figures computed once for all the streams that
@@ -41,6 +46,12 @@ class Mode(enum.Enum):
     LIVE = "live"  # the client reads what is written
     DARK = "dark"  # the client's network is dark; the socket fills, then stalls
     DEAD = "dead"  # the client is gone without a FIN; the socket fills, then stalls
+    SLOW = "slow"  # the client reads its socket slowly; the socket fills, then stalls
+
+
+# The hub's SSE response head (status line and headers) that precedes the ready
+# frame: it counts towards the writer's first wait for its buffer to drain.
+RESPONSE_HEAD_BYTES = 173
 
 
 def retry_of(frame: bytes) -> int | None:
@@ -58,6 +69,7 @@ class Connection:
 
     __slots__ = (
         "client",
+        "draining",
         "ended",
         "farewell",
         "farewell_frame",
@@ -65,7 +77,9 @@ class Connection:
         "fresh",
         "generation",
         "mode",
+        "since_drain",
         "socket",
+        "socket_bytes",
         "span_completions",
         "span_delivered",
         "subscriber",
@@ -93,8 +107,15 @@ class Connection:
         # The farewell's reason when it was written into an unread socket.
         self.farewell: DisconnectReason | None = None
         self.farewell_frame: bytes | None = None
-        # Frames written but not yet read (DARK) or never to be read (DEAD).
+        # Frames written but not yet read (DARK, SLOW) or never to be read (DEAD),
+        # and their size in bytes.
         self.socket: list[EncodedEvent] = []
+        self.socket_bytes = 0
+        # With ``write_drain_bytes``: what the hub's writer put in its own buffer
+        # since it last waited for that buffer to drain (the response head and
+        # ready frame count), and whether a write is waiting now.
+        self.since_drain = 0
+        self.draining = False
         self.wakeup: simpy.Event | None = None
 
     def watch(self, *, reader: bool) -> None:
@@ -141,26 +162,64 @@ class Connection:
                 core.mark_written(subscriber, count)
             if state is not _OPEN:
                 self._read_farewell()
-            elif self.fresh and not self.fast:
+            elif self.fresh and not self.fast and not self.client.per_frame:
                 self.begin_span()
             return
-        room = self.client.socket_frames - len(self.socket)
-        take = min(room, len(queue))
+        limit = self.client.settings.socket_buffer_bytes
+        if limit is None:
+            room = self.client.socket_frames - len(self.socket)
+            take = min(room, len(queue))
+            farewell_fits = take < room
+        else:
+            drain = self.client.settings.write_drain_bytes
+            used = self.socket_bytes
+            since = self.since_drain
+            take = 0
+            for frame in queue:
+                size = len(frame.frame)
+                if used + size > limit:
+                    if drain is None:
+                        break
+                    if since + size > drain:
+                        # This write waits for the hub's buffer to drain: the
+                        # frame stays queued until the socket has room for it.
+                        self.draining = True
+                        break
+                    # The socket is full; the hub's own buffer takes it.
+                    since += size
+                elif self.draining:
+                    # The write that waited went through, and the count restarts.
+                    self.draining = False
+                    since = 0
+                used += size
+                take += 1
+            farewell = subscriber.farewell
+            if farewell is None or self.draining:
+                farewell_fits = False
+            elif used + len(farewell) <= limit:
+                farewell_fits = True
+            else:
+                # Into the hub's buffer, when that takes no wait.
+                farewell_fits = drain is not None and since + len(farewell) <= drain
+            self.since_drain = since
         if take > 0:
             frames = subscriber.pending(take)
             observe(frames, at, self.generation.latency)
-            if self.mode is Mode.DARK:
-                self.socket.extend(frames)
-            else:
+            self.socket.extend(frames)
+            if limit is not None:
+                self.socket_bytes += sum(len(frame.frame) for frame in frames)
+            if self.mode is Mode.DEAD:
                 self.client.lost_in_socket += take
             core.mark_written(subscriber, take)
-        if state is not _OPEN and not queue and take < room:
+        if state is not _OPEN and not queue and farewell_fits:
             # The farewell fits in the socket: for the hub the stream ended well.
             self.ended = True
             self.farewell = subscriber.disconnect_reason
             self.farewell_frame = subscriber.farewell
             core.disconnect(subscriber)
             self.client.stream_closed(self.farewell)
+        if self.mode is Mode.SLOW:
+            self._wake_reader()
 
     def begin_span(self) -> None:
         self.fast = True
@@ -198,6 +257,9 @@ class Connection:
         self.client.stream_closed(reason)
         if self.mode is Mode.LIVE:
             self.client.on_cut(self)
+        elif self.mode is Mode.SLOW:
+            # The reader finds out once it has read what its socket holds.
+            self._wake_reader()
         # A DARK client finds out when its network is back; a DEAD one never does.
 
     def read_slowly(
@@ -227,6 +289,34 @@ class Connection:
             if subscriber.state is not _OPEN:
                 self._read_farewell()
                 self.generation.settle()
+                return
+            wakeup = self.wakeup = env.event()
+            yield wakeup
+
+    def read_socket_slowly(
+        self, rng: random.Random, rate: float, exponential: bool
+    ) -> Generator[simpy.Event, Any, None]:
+        """A slow reader of its socket: one frame at a time, each after a drain
+        time. The hub's writer (``write``) keeps the socket filled from the queue
+        while frames fit, so the queue only holds what the socket cannot."""
+        env = self.generation.world.env
+        start_epoch = self.generation.world.start_epoch
+        client = self.client
+        subscriber = self.subscriber
+        while True:
+            if self.socket:
+                yield env.timeout(rng.expovariate(rate) if exponential else 1 / rate)
+                frame = self.socket.pop(0)
+                self.socket_bytes -= len(frame.frame)
+                client.take((frame,), start_epoch + env.now, None)
+                if not self.ended and (
+                    subscriber.queue or subscriber.state is not _OPEN
+                ):
+                    # Room in the socket: the writer looks again.
+                    self.poke()
+                continue
+            if self.ended:
+                client.socket_drained(self)
                 return
             wakeup = self.wakeup = env.event()
             yield wakeup

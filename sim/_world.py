@@ -109,6 +109,17 @@ class Balancer:
         self._rng = rng
         self._turn = 0
 
+    @property
+    def rotating(self) -> bool:
+        """Clients walk the replicas themselves (``in_turn``)."""
+        return self._policy == "client_rotation"
+
+    def in_turn(self, turn: int) -> SimReplica | None:
+        """The replica a walking client tries on its ``turn``-th attempt, when
+        it is ready."""
+        replica = self._replicas[turn % len(self._replicas)]
+        return replica if replica.ready else None
+
     def choose(self, avoid: str | None, pinned: str | None = None) -> SimReplica | None:
         """A ready replica for a new stream, other than ``avoid`` when there is a
         choice; only ``pinned`` when given."""
@@ -350,13 +361,31 @@ class World:
             at_s=round(self.env.now, 3),
         )
         by_name = {replica.name: replica for replica in self.replicas}
-        for step, name in enumerate(names):
-            replica = by_name[name]
+        in_order = [by_name[name] for name in names]
+        if isinstance(operation, RollingDeploy) and operation.wait_for_restart:
+            self._close_in_turn(in_order, operation)
+            return
+        for step, replica in enumerate(in_order):
             do_later(
                 self.env,
                 step * operation.interval_s,
                 partial(replica.close, restart_after_s=operation.restart_s),
             )
+
+    def _close_in_turn(self, replicas: list[SimReplica], deploy: RollingDeploy) -> None:
+        """Close the first of ``replicas``; the next closes ``interval_s`` after
+        its new process has started (at once when it had none to close)."""
+        if not replicas:
+            return
+        first, rest = replicas[0], replicas[1:]
+
+        def next_one() -> None:
+            do_later(
+                self.env, deploy.interval_s, partial(self._close_in_turn, rest, deploy)
+            )
+
+        if not first.close(restart_after_s=deploy.restart_s, on_restart=next_one):
+            self._close_in_turn(rest, deploy)
 
     def _land_row(self, operation: DeployNewType, row: CatalogRow) -> None:
         """The row reaches every running replica at once (no restart)."""
@@ -518,7 +547,7 @@ class World:
             add("rcm_realtime_batches_open", t.batches_open, tenant)
         for tenant, t in tenants:
             add("rcm_realtime_batches_completed_total", t.batches_completed, tenant)
-        add("rcm_realtime_bus_backlog", generation.subscription.backlog())
+        add("rcm_realtime_bus_backlog", generation.backlog())
         histogram = generation.latency
         for bound, count in histogram.cumulative():
             add("rcm_realtime_delivery_latency_seconds_bucket", count, le=bound)

@@ -321,10 +321,12 @@ def stall_consumption(replica: Replica) -> None:
 
 @dataclass
 class StalledClient:
-    """A stream whose client read the ready frame and then stopped reading."""
+    """A stream whose client read the ready frame and then stopped reading;
+    ``reader`` reads the rest when the test lets it."""
 
     writer: asyncio.StreamWriter
     head: bytes
+    reader: asyncio.StreamReader | None = None
 
     def close(self) -> None:
         self.writer.transport.abort()
@@ -351,7 +353,7 @@ async def stalled_client(replica: Replica, bearer: str) -> AsyncIterator[Stalled
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 5.0)
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
-    client = StalledClient(writer, head)
+    client = StalledClient(writer, head, reader)
     try:
         yield client
     finally:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 
 import aiohttp
+import pytest
 
+from hub.core import SubscriberState
+
+from .sse import SseParser
 from .support import (
+    ADMIN,
     PUBLISHER,
     assert_ledger,
     hub_settings,
@@ -16,6 +22,7 @@ from .support import (
     publish,
     running_replicas,
     scrape,
+    stalled_client,
     token,
     url,
     wait_until,
@@ -204,3 +211,92 @@ async def test_slow_body_sender_gets_408() -> None:
         body = await reader.readexactly(length)
         assert json.loads(body)["error"] == "request_timeout"
         writer.close()
+
+
+def dechunk(body: bytes) -> bytes:
+    """The payload of an HTTP/1.1 chunked body."""
+    payload = bytearray()
+    while body:
+        size_line, body = body.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        payload += body[:size]
+        body = body[size + 2 :]
+    return bytes(payload)
+
+
+@pytest.mark.parametrize(
+    ("ending", "farewell"),
+    [
+        pytest.param("admin", "server_shutdown", id="admin-disconnect"),
+        pytest.param("expiry", "token_expired", id="token-expiry"),
+        pytest.param("shutdown", "server_shutdown", id="replica-shutdown"),
+    ],
+)
+async def test_a_client_behind_on_reading_still_gets_every_frame_and_the_farewell(
+    session: aiohttp.ClientSession, ending: str, farewell: str
+) -> None:
+    """When the hub ends a stream while frames it counted delivered still wait
+    in the connection's buffer for a client that is behind on reading, those
+    frames and then the farewell reach the client before the connection closes."""
+    send_buffer = 16384
+    settings = hub_settings(stream_send_buffer_bytes=send_buffer)
+    bearer = token(ttl_s=6 if ending == "expiry" else 3600)
+    async with (
+        running_replicas(settings=settings) as [replica],
+        stalled_client(replica, bearer) as client,
+    ):
+        counters = replica.core.counters("acme")
+
+        def written(count: int) -> Callable[[], bool]:
+            return lambda: counters.delivered == count
+
+        [subscriber] = replica.core.subscribers("acme")
+        transport = replica._writers[subscriber.id]
+        assert transport is not None
+        published: list[str] = []
+        # Fill the socket buffers until the connection's own buffer holds
+        # frames, below the mark at which a write would wait for the client.
+        for batch in range(40):
+            published += await publish(
+                session,
+                replica,
+                [
+                    {
+                        "id": f"e{batch:02d}{n}",
+                        "type": "claim.submitted",
+                        "tenantId": "acme",
+                        "payload": {"note": "x" * 200},
+                    }
+                    for n in range(5)
+                ],
+            )
+            await wait_until(written(len(published)), what="frames written")
+            if transport.get_write_buffer_size() > 0:
+                break
+        assert 0 < transport.get_write_buffer_size() < send_buffer
+        if ending == "admin":
+            async with session.post(
+                url(replica, "/v1/realtime/admin/tenants/acme/disconnect"),
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            ) as response:
+                assert response.status == 200
+        elif ending == "shutdown":
+            closing = asyncio.create_task(replica.close())
+        await wait_until(
+            lambda: subscriber.state is SubscriberState.CLOSED,
+            timeout=10,
+            what="the hub to end the stream",
+        )
+        assert client.reader is not None
+        rest = await asyncio.wait_for(client.reader.read(), timeout=15)
+        if ending == "shutdown":
+            await closing
+
+    _, body = (client.head + rest).split(b"\r\n\r\n", 1)
+    parser = SseParser()
+    parser.feed_bytes(dechunk(body))
+    received = [e.last_event_id for e in parser.events if e.type == "claim.submitted"]
+    assert received == published
+    assert parser.events[-1].type == farewell
