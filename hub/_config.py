@@ -138,7 +138,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-AMQP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]*$")
+AMQP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]*\Z")
 
 
 def amqp_name(variable: str, value: str, *, empty_ok: bool = False) -> str:
@@ -179,7 +179,7 @@ def whole(env: Mapping[str, str], name: str) -> int:
         raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number") from None
 
 
-REPLICA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+REPLICA_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 
 
 def check_replica_id(replica_id: str) -> str:

@@ -649,6 +649,15 @@ class Replica:
                 member=None,
                 field=None,
             ) from error
+        except (ValueError, RecursionError) as error:
+            # Nesting deeper than the parser's stack, or an integer too long to
+            # convert: still the sender's fault, never a 500.
+            raise EnvelopeError(
+                "the body is JSON this hub cannot read (nested too deeply or a "
+                "number too long)",
+                member=None,
+                field=None,
+            ) from error
 
     async def publish_events(self, request: web.Request) -> web.Response:
         claims = self._publisher_claims(request)

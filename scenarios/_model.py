@@ -225,7 +225,7 @@ class Scenario:
 # -- reading -------------------------------------------------------------------------
 
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}\Z")
 PERMISSION_PATTERN = EVENT_TYPE_PATTERN
 
 
@@ -509,7 +509,7 @@ def _interchanges(table: _Table) -> Interchanges:
     spec = Interchanges(
         tenant=table.text("tenant", pattern=TENANT_PATTERN),
         trading_partner=table.text(
-            "trading_partner", pattern=re.compile(r"^[\x21-\x7e]{1,128}$")
+            "trading_partner", pattern=re.compile(r"^[\x21-\x7e]{1,128}\Z")
         ),
         count=table.integer("count", 1, minimum=1),
         events_per_interchange=table.integer("events_per_interchange", 10, minimum=1),
@@ -565,7 +565,7 @@ def _step(table: _Table, replicas: int) -> Step:
 
 def _expectation(table: _Table, replicas: int, groups: set[str]) -> Expectation:
     metric = table.optional_text(
-        "metric", pattern=re.compile(r"^rcm_realtime_[a-z_]+$")
+        "metric", pattern=re.compile(r"^rcm_realtime_[a-z_]+\Z")
     )
     truth_name = table.optional_text("truth")
     if (metric is None) == (truth_name is None):

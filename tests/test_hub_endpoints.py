@@ -220,6 +220,8 @@ async def test_ingest_refuses_whole_array_naming_the_member(
         pytest.param(b"{not json", "not JSON", id="not-json"),
         pytest.param(b"[]", "1 to 1000", id="empty-array"),
         pytest.param(b"42", "object", id="scalar"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "nested", id="deep-nesting"),
+        pytest.param(b"[" + b"9" * 5000 + b"]", "too long", id="huge-integer"),
     ],
 )
 async def test_ingest_refuses_malformed_bodies(
