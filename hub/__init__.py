@@ -13,11 +13,11 @@ from ._bus import (
 from ._config import Settings, load_catalog, settings_from_env
 from ._diagnose import Diagnosis, Verdict
 from ._diagnose_cli import DiagnoseOptions, diagnose_live
-from ._metrics import LatencyHistogram
 from ._publisher import EventPublisher, new_event_id, now_iso
 from ._serve import ServeOptions, open_bus, serve, start_replicas
 from ._server import Replica, ReplicaState
 from ._tokens import Claims, TokenVerifier, issue_token, parse_duration
+from .core import LatencyHistogram
 
 __all__ = [
     "Bus",

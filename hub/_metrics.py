@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -14,52 +13,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .core import DisconnectReason, DropReason, HubCore
-
-LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
+from .core import (
+    DisconnectReason,
+    DropReason,
+    HubCore,
+    LatencyHistogram,
 )
-
-
-class LatencyHistogram:
-    """``occurredAt`` to frame written, in plain integers per bucket."""
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float, count: int = 1) -> None:
-        if seconds < 0:
-            seconds = 0.0
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += count
-        self.total += seconds * count
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        running = 0
-        rows: list[tuple[str, float]] = []
-        for bound, count in zip(self.bounds, self.counts, strict=False):
-            running += count
-            rows.append((_bound(bound), running))
-        rows.append(("+Inf", running + self.counts[-1]))
-        return rows
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
 
 
 class HubCollector(Collector):

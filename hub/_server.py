@@ -26,7 +26,7 @@ from ._bus import Bus, QueuedSubscription, Subscription
 from ._config import Settings
 from ._dashboard import add_dashboard
 from ._logging import log_event
-from ._metrics import LatencyHistogram, replica_registry
+from ._metrics import replica_registry
 from ._publisher import EventPublisher, new_event_id, now_iso
 from ._tokens import Claims, TokenVerifier
 from .core import (
@@ -39,6 +39,7 @@ from .core import (
     EnvelopeError,
     Faults,
     HubCore,
+    LatencyHistogram,
     StreamLimitError,
     Subscriber,
     SubscriberState,

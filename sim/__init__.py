@@ -8,6 +8,8 @@ around the hub's own core, so its metrics are the hub's metrics.
     result.write("out/")
 """
 
+from hub.core import LATENCY_BUCKETS
+
 from ._bus import SubscriptionStatistics
 from ._config import (
     AdminDisconnect,
@@ -41,7 +43,6 @@ from ._cpu import (
 )
 from ._population import ClientKind
 from ._random import Distribution, parse_distribution
-from ._replica import LATENCY_BUCKETS
 from ._report import (
     SERIES_COLUMNS,
     BatchTruth,

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 from hub.core import (
     DisconnectReason,
     EncodedEvent,
+    LatencyHistogram,
     StreamLimitError,
     SubscriberState,
     ready_frame,
 )
 
 from ._population import ClientKind, ClientSpec
-from ._replica import Generation, LatencyHistogram, SimReplica
+from ._replica import Generation, SimReplica
 from ._sched import call_later
 from ._streams import RESPONSE_HEAD_BYTES, Connection, Mode, retry_of
 

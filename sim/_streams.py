@@ -35,8 +35,10 @@ import simpy
 from hub.core import DisconnectReason, EncodedEvent, Subscriber, SubscriberState
 
 if TYPE_CHECKING:
+    from hub.core import LatencyHistogram
+
     from ._clients import SimClient
-    from ._replica import Generation, LatencyHistogram
+    from ._replica import Generation
 
 _OPEN = SubscriberState.OPEN
 _CLOSED = SubscriberState.CLOSED

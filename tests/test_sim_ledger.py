@@ -6,11 +6,9 @@ from collections.abc import Iterator
 
 from prometheus_client import generate_latest
 
-from hub._metrics import LATENCY_BUCKETS as HUB_LATENCY_BUCKETS
 from hub._metrics import replica_registry
 from hub.core import Latency
 from sim import (
-    LATENCY_BUCKETS,
     AdminDisconnect,
     Checks,
     ClientMix,
@@ -148,8 +146,3 @@ def test_samples_are_what_the_hub_exposes_for_the_same_core() -> None:
             }
             sim_samples[(record.metric, frozenset(labels.items()))] = record.value
         assert sim_samples == hub_samples
-
-
-def test_latency_buckets_are_the_hubs() -> None:
-    """The delivery latency histogram has the hub's bucket bounds."""
-    assert LATENCY_BUCKETS == HUB_LATENCY_BUCKETS

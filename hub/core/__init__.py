@@ -72,11 +72,13 @@ from ._hub import (
     TenantCounters,
     TenantStatistics,
 )
+from ._latency import LATENCY_BUCKETS, LatencyHistogram
 from ._replay import ReplayBuffer
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "ISA13_PATTERN",
+    "LATENCY_BUCKETS",
     "NO_FAULTS",
     "PERMISSION_PATTERN",
     "PING_FRAME",
@@ -105,6 +107,7 @@ __all__ = [
     "HubCore",
     "HubStatistics",
     "Latency",
+    "LatencyHistogram",
     "LatencySampler",
     "LatencyShape",
     "OpenBucket",
