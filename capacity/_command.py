@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
+from hub._flags import port, positive_int
+
 from ._calibrate import calibrate
 from ._calibration import (
     Calibration,
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="fewer streams, shorter windows"
     )
     calibrate_parser.add_argument(
-        "--port", type=_port, help="port for the hub (default: a free one)"
+        "--port", type=port, help="port for the hub (default: a free one)"
     )
     calibrate_parser.add_argument(
         "--quiet", action="store_true", help="no progress on stderr"
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan_parser.add_argument("--seed", type=int, help="default: the workload's")
     plan_parser.add_argument(
-        "--workers", type=_positive_int, help="processes (default: every core)"
+        "--workers", type=positive_int, help="processes (default: every core)"
     )
     plan_parser.add_argument("--json", action="store_true", help="JSON on stdout")
     plan_parser.add_argument(
@@ -152,13 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _calibration_argument(check_parser)
-    check_parser.add_argument("--streams", type=_positive_int, default=300)
+    check_parser.add_argument("--streams", type=positive_int, default=300)
     check_parser.add_argument(
         "--rate", type=_positive_float("--rate"), default=40.0, help="events/s (40)"
     )
-    check_parser.add_argument("--queue-size", type=_positive_int, default=256)
+    check_parser.add_argument("--queue-size", type=positive_int, default=256)
     check_parser.add_argument(
-        "--port", type=_port, help="port for the hub (default: a free one)"
+        "--port", type=port, help="port for the hub (default: a free one)"
     )
     check_parser.add_argument("--json", action="store_true", help="JSON on stdout")
     check_parser.add_argument("--quiet", action="store_true", help="no progress")
@@ -345,23 +347,6 @@ def _run_check(args: argparse.Namespace) -> int:
 # -- flag types ----------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
-    return value
-
-
 def _positive_float(flag: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -408,7 +393,7 @@ def _queue_sizes(text: str) -> tuple[int, ...]:
     sizes = []
     for item in text.split(","):
         if item.strip():
-            sizes.append(_positive_int(item.strip()))
+            sizes.append(positive_int(item.strip()))
     if not sizes:
         raise argparse.ArgumentTypeError("expected sizes like 64,256,1024")
     if len(sizes) > 8:

@@ -6,28 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._flags import positive_float, positive_int
 from ._tokens import parse_duration
 from .core import ConfigError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above zero")
-    return value
 
 
 def _duration(text: str) -> int:
@@ -50,7 +31,7 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--replicas",
-        type=_positive_int,
+        type=positive_int,
         help="start this many replicas on the in-process bus (default 2)",
     )
     target.add_argument(
@@ -62,32 +43,32 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "RCM_REALTIME_JWT_SECRET, and RCM_REALTIME_METRICS_BEARER or a key-signed "
         "metrics token",
     )
-    parser.add_argument("--users", type=_positive_int, default=50, help="SSE users")
+    parser.add_argument("--users", type=positive_int, default=50, help="SSE users")
     parser.add_argument(
-        "--spawn-rate", type=_positive_float, default=50.0, help="users started per s"
+        "--spawn-rate", type=positive_float, default=50.0, help="users started per s"
     )
     parser.add_argument(
         "--duration", type=_duration, default=30, help="publishing time: 30s, 5m"
     )
     parser.add_argument(
-        "--events-per-s", type=_positive_float, default=20.0, help="events published/s"
+        "--events-per-s", type=positive_float, default=20.0, help="events published/s"
     )
     parser.add_argument(
         "--processes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="Locust processes on this machine (>1: a master and P workers)",
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=0,
         help="wait for this many Locust workers started on other machines (see "
         "the README) instead of forking --processes here",
     )
     parser.add_argument(
         "--master-port",
-        type=_positive_int,
+        type=positive_int,
         default=5557,
         help="with --workers: the port the Locust master listens on",
     )
@@ -99,15 +80,15 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--session-s",
-        type=_positive_float,
+        type=positive_float,
         default=20.0,
         help="with --churn: mean time a client stays",
     )
     parser.add_argument(
-        "--tenants", type=_positive_int, default=2, help="tenants the load spreads over"
+        "--tenants", type=positive_int, default=2, help="tenants the load spreads over"
     )
     parser.add_argument(
-        "--publishers", type=_positive_int, default=1, help="publishing Locust users"
+        "--publishers", type=positive_int, default=1, help="publishing Locust users"
     )
     parser.add_argument(
         "--report-dir",
@@ -116,7 +97,7 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--port",
-        type=_positive_int,
+        type=positive_int,
         help="first port of the started replicas (default: free ports)",
     )
     parser.add_argument(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from ._catalog_check import add_catalog
 from ._config import load_catalog, settings_from_env
 from ._diagnose_cli import add_diagnose
+from ._flags import comma_list, port, positive_int
 from ._load_cli import add_load
 from ._logging import configure_logging
 from ._serve import ServeOptions, serve
@@ -19,32 +20,11 @@ from .core import ConfigError, RealtimeError
 Command = Callable[[argparse.Namespace], int]
 
 
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
-    return value
-
-
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("serve", help="run the reference hub")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=8080)
-    parser.add_argument("--replicas", type=_positive_int, default=1)
+    parser.add_argument("--port", type=port, default=8080)
+    parser.add_argument("--replicas", type=positive_int, default=1)
     parser.add_argument("--bus", help="'memory' or an amqp:// URL")
     parser.add_argument("--replica-id", help="this replica's name (bus subscription)")
     parser.add_argument(
@@ -53,10 +33,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="random key, ready-made tokens on stdout, in-process bus",
     )
     parser.add_argument("--catalog", help="path of the event catalog TOML")
-    parser.add_argument("--queue-size", type=_positive_int)
+    parser.add_argument("--queue-size", type=positive_int)
     parser.add_argument("--evict-after-s", type=float)
     parser.add_argument("--heartbeat-s", type=float)
-    parser.add_argument("--batch-quiet-window-ms", type=_positive_int)
+    parser.add_argument("--batch-quiet-window-ms", type=positive_int)
     parser.set_defaults(run=_run_serve)
 
 
@@ -86,10 +66,10 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "token", help="print a signed JWT (key from RCM_REALTIME_JWT_SECRET)"
     )
     parser.add_argument("--tenant", help="tenant slug (tenant_id claim)")
-    parser.add_argument("--scopes", type=_comma_list, default=[])
+    parser.add_argument("--scopes", type=comma_list, default=[])
     parser.add_argument(
         "--roles",
-        type=_comma_list,
+        type=comma_list,
         default=[],
         help="roles; each also seeds its scopes from the catalog's role table",
     )
@@ -172,7 +152,7 @@ def _add_tune_quiet_window(
     )
     parser.add_argument("--seed", type=int, help="model seed (default: the model's)")
     parser.add_argument(
-        "--workers", type=_positive_int, help="processes (default: every core)"
+        "--workers", type=positive_int, help="processes (default: every core)"
     )
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     parser.add_argument(

@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 from pydantic import TypeAdapter
 
+from hub._flags import positive_float
+
 from ._config import WorldConfig, WorldConfigError, check_world, load_world
 from ._world import Progress, World
 
@@ -39,16 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "world", nargs="?", help="world file (.toml or .json); default: built-in"
     )
-    parser.add_argument("--duration", type=_positive, help="simulated seconds")
+    parser.add_argument("--duration", type=positive_float, help="simulated seconds")
     parser.add_argument("--seed", type=int, help="world seed")
     parser.add_argument("--replicas", type=_count, help="hub replicas")
     parser.add_argument("--tenants", type=_count, help="tenants")
     parser.add_argument("--subscribers", type=_count, help="open streams in all")
     parser.add_argument(
-        "--rate", type=_positive, help="events/s of the emitters in all (scaled)"
+        "--rate", type=positive_float, help="events/s of the emitters in all (scaled)"
     )
     parser.add_argument(
-        "--sample-interval", type=_positive, help="seconds between metric samples"
+        "--sample-interval", type=positive_float, help="seconds between metric samples"
     )
     parser.add_argument(
         "--out", default=DEFAULT_OUT, help=f"output directory ({DEFAULT_OUT})"
@@ -153,16 +155,6 @@ def _world(args: argparse.Namespace) -> WorldConfig:
     world = replace(world, **top)
     check_world(world, source=f"{source} with the command-line flags")
     return world
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-    return value
 
 
 def _count(text: str) -> int:
